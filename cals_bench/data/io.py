@@ -1,0 +1,107 @@
+"""Reading images into the suite's one in-memory form: uint8 RGB, (H, W, 3), C-contiguous.
+
+Conversion rules (documented in the README and applied to every dataset):
+- grey (L, I;16, I) images are replicated to three channels (X-rays, the demo's phantom);
+- 16-bit images are reduced to 8 bits by ``round(v * 255 / 65535)``, since every metric scores 8-bit data;
+- palette (P) images are expanded through their palette;
+- RGBA / LA images are accepted only when fully opaque (alpha dropped); any transparency is refused, since
+  compositing onto a chosen background would invent content;
+- CMYK / YCbCr and other modes are converted by Pillow to RGB.
+A missing, unreadable or truncated file raises :class:`DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from cals_bench.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 RGB ``(H, W, 3)`` by the module's conversion rules."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return _to_rgb8(img, path)
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: unreadable or truncated image ({exc})") from exc
+
+
+def _to_rgb8(img: Image.Image, path: Path) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        if mode == "I" and arr.max() <= 255:
+            grey = arr.astype(np.uint8)
+        else:
+            grey = np.clip(np.round(arr * 255.0 / 65535.0), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if mode == "F":
+        raise DataError(f"{path}: floating-point images are not supported (save as 8- or 16-bit)")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA"):
+        alpha = np.asarray(img.getchannel("A"))
+        if alpha.min() < 255:
+            raise DataError(f"{path}: image has transparent pixels (alpha < 255); save it without alpha")
+        img = img.convert("RGB")
+    elif mode in ("L", "1"):
+        grey = np.asarray(img.convert("L"))
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    elif mode != "RGB":
+        img = img.convert("RGB")
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise DataError(f"{path}: unsupported image layout {arr.dtype} {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> None:
+    """Write uint8 RGB ``(H, W, 3)`` as PNG, atomically (temporary file then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    Image.fromarray(rgb).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` -> float32 ``(3, H, W)`` in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float ``(3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)``: clamp then round, as a saved PNG would be."""
+    return x.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_path(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

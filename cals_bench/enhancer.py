@@ -1,0 +1,314 @@
+"""The Enhancer contract and its registry.
+
+An Enhancer is what a user submits: a name, optional metadata, and one batch method
+``enhance(x)`` taking float RGB ``(B, 3, H, W)`` in ``[0, 1]`` and returning the same shape and range.
+The engine owns device, batching, padding (to ``pad_multiple``), dtype, seeding and timing.
+
+Models are named as
+- a registered name (``identity``, ``zero-dce``), optionally with ``@variant`` (``sci@difficult``);
+- ``package.module:Class``;
+- ``path/to/file.py:Class``;
+- ``checkpoint:PATH`` (a checkpoint written by ``cals-bench train``);
+- a name registered by another package through the entry-point group ``cals_bench.enhancers``.
+Constructor arguments come from ``--model-args k=v,k=v`` (values parsed as YAML scalars).
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import importlib
+import importlib.util
+import inspect
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import yaml
+
+from cals_bench.errors import CalsBenchError
+
+ENTRY_POINT_GROUP = "cals_bench.enhancers"
+# Modules whose import registers the built-in enhancers. A module that fails to import is reported by
+# `cals-bench models list` and skipped; it never hides the others.
+BUILTIN_MODULES = ("cals_bench.sanity", "baselines")
+
+
+class Enhancer(abc.ABC):
+    """Base class of every model the suite scores.
+
+    Subclasses set ``name`` and implement :meth:`enhance`. Optional class attributes:
+    ``pad_multiple`` (the engine reflect-pads H and W up to a multiple of it and crops back),
+    ``variants``/``default_variant`` (named weight sets), ``uses_ground_truth`` (the model reads the
+    reference at test time; such rows are flagged in every table), ``paper``, ``licence``, ``summary``.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    licence: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    pad_multiple: ClassVar[int] = 1
+    variants: ClassVar[tuple[str, ...]] = ()
+    default_variant: ClassVar[str | None] = None
+    uses_ground_truth: ClassVar[bool] = False
+    sanity: ClassVar[bool] = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        if kwargs:
+            raise CalsBenchError(
+                f"model {self.name or type(self).__name__!r} takes no argument(s) {sorted(kwargs)}"
+            )
+        self.device = torch.device("cpu")
+        self.args: dict[str, Any] = {}
+        self.weights_used: dict[str, str] = {}
+
+    # -- to implement -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def enhance(self, x: torch.Tensor) -> torch.Tensor:
+        """Enhance a batch: float32 RGB ``(B, 3, H, W)`` in [0, 1] -> same shape, in [0, 1]."""
+
+    def enhance_with_reference(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Only for ``uses_ground_truth`` models (e.g. URetinex-Net's GT-guided ratio)."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses -----------------------------------------------------------------
+    def use_weights(self, name: str, path: str | Path | None = None):
+        """Resolve a registered weight file, record its sha256 in the run, and return it."""
+        from cals_bench import weights
+
+        resolved = weights.resolve(name, path=path)
+        self.weights_used[name] = resolved.sha256
+        return resolved
+
+    def to(self, device: torch.device | str) -> Enhancer:
+        """Move every ``torch.nn.Module`` attribute to ``device``."""
+        self.device = torch.device(device)
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                value.to(self.device)
+        return self
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [v for v in vars(self).values() if isinstance(v, torch.nn.Module)]
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for m in self.modules() for p in m.parameters())
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything a run records about the model."""
+        return {
+            "name": self.name,
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "version": self.version,
+            "args": dict(self.args),
+            "weights": dict(self.weights_used),
+            "parameters": self.parameter_count(),
+            "pad_multiple": self.pad_multiple,
+            "uses_ground_truth": self.uses_ground_truth,
+            "sanity": self.sanity,
+            "licence": self.licence,
+            "paper": self.paper,
+        }
+
+
+class VariantEnhancer(Enhancer):
+    """An Enhancer with named variants (weight sets); ``variant`` is checked against ``variants``."""
+
+    def __init__(self, *, variant: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        variant = variant or self.default_variant
+        if variant not in self.variants:
+            raise CalsBenchError(
+                f"model {self.name!r} has no variant {variant!r}; valid variants: {', '.join(self.variants)}"
+            )
+        self.variant = variant
+        self.args["variant"] = variant
+
+
+@dataclass
+class RegistryEntry:
+    name: str
+    factory: Callable[..., Enhancer]
+    origin: str
+    cls: type[Enhancer] | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, RegistryEntry] = {}
+_IMPORT_ERRORS: dict[str, str] = {}
+_loaded = False
+
+
+def register_enhancer(name: str | None = None, *, tags: tuple[str, ...] = ()):
+    """Class decorator: ``@register_enhancer("zero-dce")`` makes the class loadable by that name."""
+
+    def wrap(cls: type[Enhancer]) -> type[Enhancer]:
+        key = name or cls.name
+        if not key:
+            raise ValueError(f"{cls.__qualname__} needs a name")
+        if key in _REGISTRY and _REGISTRY[key].cls is not cls:
+            raise ValueError(f"enhancer name {key!r} registered twice ({_REGISTRY[key].origin} and {cls})")
+        if not cls.name:
+            cls.name = key
+        _REGISTRY[key] = RegistryEntry(key, cls, f"{cls.__module__}:{cls.__qualname__}", cls, tags)
+        return cls
+
+    return wrap
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a broken optional module must not hide the rest
+            _IMPORT_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            continue
+        _REGISTRY[ep.name] = RegistryEntry(ep.name, _lazy_entry_point(ep), f"entry point {ep.value}")
+
+
+def _lazy_entry_point(ep) -> Callable[..., Enhancer]:
+    def factory(**kwargs: Any) -> Enhancer:
+        obj = ep.load()
+        return _instantiate(obj, kwargs, ep.value)
+
+    return factory
+
+
+def registry() -> dict[str, RegistryEntry]:
+    """All registered enhancers by name (built-ins, baselines and entry points)."""
+    _load_builtins()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def import_errors() -> dict[str, str]:
+    _load_builtins()
+    return dict(_IMPORT_ERRORS)
+
+
+# Loaders for ``prefix:rest`` model specs other than module/file paths (e.g. "checkpoint").
+_SPEC_LOADERS: dict[str, Callable[[str, dict[str, Any]], Enhancer]] = {}
+
+
+def register_spec_loader(prefix: str):
+    def wrap(fn: Callable[[str, dict[str, Any]], Enhancer]):
+        _SPEC_LOADERS[prefix] = fn
+        return fn
+
+    return wrap
+
+
+def parse_model_args(text: str | None) -> dict[str, Any]:
+    """Parse ``k=v,k2=v2`` into a dict; values are YAML scalars (``2.2`` -> float, ``true`` -> bool)."""
+    args: dict[str, Any] = {}
+    if not text:
+        return args
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise CalsBenchError(f"model argument {part!r} is not of the form key=value")
+        key, value = part.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        if not isinstance(parsed, (str, int, float, bool)) or parsed is None:
+            parsed = value
+        args[key.strip()] = parsed
+    return args
+
+
+def _instantiate(obj: Any, kwargs: dict[str, Any], origin: str) -> Enhancer:
+    if inspect.isclass(obj) and issubclass(obj, Enhancer):
+        try:
+            inst = obj(**kwargs)
+        except TypeError as exc:
+            raise CalsBenchError(f"cannot construct model {origin}: {exc}") from exc
+    elif callable(obj):
+        inst = obj(**kwargs)
+    else:
+        raise CalsBenchError(f"{origin} is not an Enhancer class or factory")
+    if not isinstance(inst, Enhancer):
+        raise CalsBenchError(f"{origin} did not produce a cals_bench.Enhancer (got {type(inst).__name__})")
+    for key, value in kwargs.items():
+        inst.args.setdefault(key, value)
+    return inst
+
+
+def _load_from_file(path_text: str, attr: str) -> Any:
+    path = Path(path_text)
+    if not path.is_file():
+        raise CalsBenchError(f"model file {path} does not exist")
+    mod_name = f"cals_bench_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise CalsBenchError(f"cannot import model file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise CalsBenchError(f"importing model file {path} failed: {type(exc).__name__}: {exc}") from exc
+    if not hasattr(module, attr):
+        raise CalsBenchError(f"model file {path} has no attribute {attr!r}")
+    return getattr(module, attr)
+
+
+def load_enhancer(spec: str, args: dict[str, Any] | None = None) -> Enhancer:
+    """Build an Enhancer from a model spec (see the module docstring) and constructor args."""
+    args = dict(args or {})
+    registered = registry()
+    if spec in registered:
+        return _instantiate(registered[spec].factory, args, registered[spec].origin)
+    if "@" in spec and spec.split("@", 1)[0] in registered:
+        base, variant = spec.split("@", 1)
+        args.setdefault("variant", variant)
+        return _instantiate(registered[base].factory, args, registered[base].origin)
+    if ":" in spec:
+        prefix, rest = spec.split(":", 1)
+        if prefix in _SPEC_LOADERS:
+            return _SPEC_LOADERS[prefix](rest, args)
+        if prefix.endswith(".py"):
+            return _instantiate(_load_from_file(prefix, rest), args, spec)
+        if prefix.replace(".", "").replace("_", "").isalnum():
+            try:
+                module = importlib.import_module(prefix)
+            except ImportError as exc:
+                raise CalsBenchError(f"cannot import module {prefix!r} for model {spec!r}: {exc}") from exc
+            if not hasattr(module, rest):
+                raise CalsBenchError(f"module {prefix!r} has no attribute {rest!r}")
+            return _instantiate(getattr(module, rest), args, spec)
+    close = difflib.get_close_matches(spec, list(registered), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `cals-bench models list` shows them"
+    raise CalsBenchError(f"unknown model {spec!r}{hint}")
+
+
+def describe(entry: RegistryEntry) -> dict[str, Any]:
+    cls = entry.cls
+    return {
+        "name": entry.name,
+        "summary": getattr(cls, "summary", "") if cls else "",
+        "variants": list(getattr(cls, "variants", ()) or ()) if cls else [],
+        "default_variant": getattr(cls, "default_variant", None) if cls else None,
+        "licence": getattr(cls, "licence", "") if cls else "",
+        "paper": getattr(cls, "paper", "") if cls else "",
+        "uses_ground_truth": bool(getattr(cls, "uses_ground_truth", False)) if cls else False,
+        "tags": list(entry.tags),
+        "origin": entry.origin,
+    }
+
+
+warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")

@@ -1,0 +1,122 @@
+"""The Metric contract: per-image values first, aggregates afterwards (never inside the loop).
+
+A metric scores a batch of same-size samples and returns one dict of named values per sample (most metrics
+yield a single column named after themselves; identity similarity yields ``id_sim`` and ``id_sim_input``).
+Images reach a metric already clamped to [0, 1] and rounded to 8 bits (``quantize``), as a saved PNG
+would be, as float32 ``(B, 3, H, W)`` tensors in [0, 1] on the engine's device.
+
+Each metric declares ``higher_is_better`` per column, whether it ``needs_reference``, whether it is a
+``face`` metric, and the weight files it uses (recorded in every run). A metric whose weights are missing
+reports itself unavailable (with the command that fixes it) instead of producing a number.
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from cals_bench.errors import CalsBenchError
+
+
+@dataclass
+class SampleContext:
+    """What a metric may know about a sample besides the two images.
+
+    ``reference_key`` identifies the reference image content and preprocessing (sha256 of the file plus
+    the protocol's preprocessing); learned metrics key their reference-feature cache on it.
+    ``low`` is the model input (quantised float ``(3, H, W)``), for metrics that compare with the input.
+    """
+
+    sample_id: str
+    reference_key: str
+    low: torch.Tensor | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] and round to the 8-bit grid (values k/255)."""
+    return x.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+
+
+class Metric(abc.ABC):
+    """Base class of every metric. Subclasses set ``name``, ``columns`` and implement ``score_batch``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    # column name -> higher_is_better
+    columns: ClassVar[dict[str, bool]] = {}
+    needs_reference: ClassVar[bool] = True
+    face: ClassVar[bool] = False
+    # True for metrics that are never a protocol default (GT-mean variants)
+    diagnostic: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise CalsBenchError(f"metric {self.name!r} takes no option(s) {sorted(options)}")
+        self.options: dict[str, Any] = {}
+        self.weights_used: dict[str, str] = {}
+
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when the metric can run; else (False, one-line reason with the fix)."""
+        return True, ""
+
+    def to(self, device: torch.device | str) -> Metric:
+        return self
+
+    def attach_cache(self, cache: Any) -> None:
+        """Give the metric the run's reference-feature cache (learned metrics use it)."""
+
+    @abc.abstractmethod
+    def score_batch(
+        self, output: torch.Tensor, reference: torch.Tensor, contexts: list[SampleContext]
+    ) -> list[dict[str, float]]:
+        """One dict ``{column: value}`` per sample; NaN (with a reason in ``last_reasons``) when undefined."""
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "columns": dict(self.columns),
+            "options": dict(self.options),
+            "weights": dict(self.weights_used),
+        }
+
+
+_METRICS: dict[str, Callable[..., Metric]] = {}
+_METRIC_CLASSES: dict[str, type[Metric]] = {}
+
+
+def register_metric(cls: type[Metric]) -> type[Metric]:
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} needs a name")
+    _METRICS[cls.name] = cls
+    _METRIC_CLASSES[cls.name] = cls
+    return cls
+
+
+def metric_registry() -> dict[str, type[Metric]]:
+    import cals_bench.metrics  # noqa: F401  (the package registers the built-ins)
+
+    return dict(sorted(_METRIC_CLASSES.items()))
+
+
+def column_directions() -> dict[str, bool]:
+    """higher_is_better for every column of every registered metric."""
+    out: dict[str, bool] = {}
+    for cls in metric_registry().values():
+        out.update(cls.columns)
+    return out
+
+
+def build_metric(name: str, **options: Any) -> Metric:
+    reg = metric_registry()
+    if name not in reg:
+        close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known metrics: {', '.join(reg)}"
+        raise CalsBenchError(f"unknown metric {name!r}{hint}")
+    return reg[name](**options)

@@ -1,0 +1,285 @@
+"""Pretrained files: one spec each (upstream URL, sha256, size, licence, origin), resolved offline first.
+
+Resolution order for a registered name:
+1. an explicit path (``resolve(name, path=...)``);
+2. each folder in ``CALS_BENCH_WEIGHTS`` (``os.pathsep``-separated), at the spec's ``relpath``;
+3. the user cache, ``$XDG_CACHE_HOME/cals_bench`` (default ``~/.cache/cals_bench``), at ``relpath``;
+4. the torch hub cache (``$TORCH_HOME/hub/checkpoints``) for files torchvision names (``hub_filename``);
+5. a download of ``url`` with a progress bar into a temporary file, sha256-checked, renamed into the cache
+   (skipped when ``CALS_BENCH_OFFLINE=1``).
+A file whose sha256 differs from the spec's is refused (:class:`WeightsHashMismatch`, naming the file and
+both hashes). Tensors are read with ``torch.load(..., weights_only=True)``: nothing else is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cals_bench.errors import WeightsError, WeightsHashMismatch, WeightsUnavailable
+
+ENV_WEIGHTS = "CALS_BENCH_WEIGHTS"
+ENV_OFFLINE = "CALS_BENCH_OFFLINE"
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One pretrained file.
+
+    ``relpath`` is where it lives under a weights folder and the cache (mirrors ``../shared/weights``).
+    ``sha256`` and ``size`` are of the file as stored at ``relpath``. When the upstream file differs from
+    what is stored (a member of an archive, or a tensor subset of a bigger checkpoint), ``convert`` names a
+    function in :data:`CONVERTERS` that turns the downloaded bytes into the stored file and
+    ``source_sha256`` is the upstream file's own hash (checked before converting).
+    """
+
+    name: str
+    relpath: str
+    sha256: str
+    size: int
+    licence: str
+    origin: str
+    url: str
+    paper: str = ""
+    used_by: str = ""
+    fmt: Literal["torch", "onnx", "other"] = "torch"
+    hub_filename: str | None = None
+    source_sha256: str | None = None
+    source_sha256_prefix: str | None = None
+    convert: str | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class ResolvedWeight:
+    spec: WeightSpec
+    path: Path
+    sha256: str
+    where: str  # "explicit", "CALS_BENCH_WEIGHTS", "cache", "torch-hub", "download"
+
+    def record(self) -> dict[str, str]:
+        return {"name": self.spec.name, "sha256": self.sha256, "path": str(self.path), "where": self.where}
+
+
+_SPECS: dict[str, WeightSpec] = {}
+# Functions (downloaded_path, out_path) -> None that derive a stored file from an upstream one.
+CONVERTERS: dict[str, Callable[[Path, Path], None]] = {}
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def register(spec: WeightSpec) -> WeightSpec:
+    if spec.name in _SPECS and _SPECS[spec.name] != spec:
+        raise ValueError(f"weight {spec.name!r} registered twice with different specs")
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def specs() -> dict[str, WeightSpec]:
+    """All registered weight specs, by name."""
+    import cals_bench.weights_catalog  # noqa: F401  (registers the catalogue)
+
+    return dict(sorted(_SPECS.items()))
+
+
+def get_spec(name: str) -> WeightSpec:
+    all_specs = specs()
+    if name not in all_specs:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(all_specs), n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise WeightsError(f"unknown weight file {name!r}{hint} (`cals-bench weights list` shows them)")
+    return all_specs[name]
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, memoised per (path, size, mtime) within the process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_MEMO:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cals_bench"
+
+
+def weight_dirs() -> list[Path]:
+    raw = os.environ.get(ENV_WEIGHTS, "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def torch_hub_dir() -> Path:
+    torch_home = os.environ.get("TORCH_HOME") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
+    )
+    return Path(torch_home) / "hub" / "checkpoints"
+
+
+def _checked(spec: WeightSpec, path: Path, where: str) -> ResolvedWeight:
+    actual = sha256_file(path)
+    if actual != spec.sha256:
+        raise WeightsHashMismatch(
+            f"weight file {path} ({spec.name}) fails its checksum: expected sha256 {spec.sha256}, "
+            f"got {actual}; delete it and run `cals-bench weights fetch {spec.name}`"
+        )
+    return ResolvedWeight(spec, path, actual, where)
+
+
+def candidates(spec: WeightSpec) -> list[tuple[Path, str]]:
+    """Where a spec's file may already be, in resolution order (without the download)."""
+    out = [(d / spec.relpath, ENV_WEIGHTS) for d in weight_dirs()]
+    out.append((cache_dir() / spec.relpath, "cache"))
+    return out
+
+
+def find_local(spec: WeightSpec) -> tuple[Path, str] | None:
+    for path, where in candidates(spec):
+        if path.is_file():
+            return path, where
+    return None
+
+
+def offline() -> bool:
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() in {"1", "true", "yes"}
+
+
+def unavailable_message(spec: WeightSpec) -> str:
+    dirs = os.pathsep.join(str(d) for d in weight_dirs()) or "unset"
+    return (
+        f"weights {spec.name!r} not available offline (looked in {ENV_WEIGHTS}={dirs} and {cache_dir()}); "
+        f"run `cals-bench weights fetch {spec.name}` with network access, or set {ENV_WEIGHTS} to a folder "
+        f"holding {spec.relpath}"
+    )
+
+
+def resolve(name: str, path: str | Path | None = None, *, download: bool = True) -> ResolvedWeight:
+    """Find (or fetch) a registered weight file and verify its sha256."""
+    spec = get_spec(name)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise WeightsUnavailable(f"weight file {p} ({name}) does not exist")
+        return _checked(spec, p, "explicit")
+    found = find_local(spec)
+    if found:
+        return _checked(spec, *found)
+    if spec.hub_filename:
+        hub = torch_hub_dir() / spec.hub_filename
+        if hub.is_file():
+            return _install(spec, hub, "torch-hub")
+    if not download or offline():
+        raise WeightsUnavailable(unavailable_message(spec))
+    return fetch(name)
+
+
+def _install(spec: WeightSpec, source: Path, where: str) -> ResolvedWeight:
+    """Verify an upstream-format file and convert it into the cache."""
+    if spec.source_sha256 and sha256_file(source) != spec.source_sha256:
+        raise WeightsHashMismatch(
+            f"upstream file {source} ({spec.name}) fails its checksum: expected sha256 "
+            f"{spec.source_sha256}, got {sha256_file(source)}"
+        )
+    if spec.source_sha256_prefix and not sha256_file(source).startswith(spec.source_sha256_prefix):
+        raise WeightsHashMismatch(
+            f"upstream file {source} ({spec.name}) fails its checksum: expected a sha256 starting "
+            f"{spec.source_sha256_prefix}, got {sha256_file(source)}"
+        )
+    target = cache_dir() / spec.relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        if spec.convert:
+            CONVERTERS[spec.convert](source, tmp_path)
+        else:
+            tmp_path.write_bytes(source.read_bytes())
+        resolved = _checked(spec, tmp_path, where)
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return ResolvedWeight(spec, target, resolved.sha256, where)
+
+
+def fetch(name: str, *, progress: bool = True) -> ResolvedWeight:
+    """Download a weight file into the cache (temporary file, sha256 check, atomic rename)."""
+    spec = get_spec(name)
+    found = find_local(spec)
+    if found:
+        return _checked(spec, *found)
+    if offline():
+        raise WeightsUnavailable(unavailable_message(spec))
+    target = cache_dir() / spec.relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".download") as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        _download(spec.url, tmp_path, progress=progress, label=spec.name)
+        if spec.convert or spec.source_sha256 or spec.source_sha256_prefix:
+            resolved = _install(spec, tmp_path, "download")
+        else:
+            _checked(spec, tmp_path, "download")
+            os.replace(tmp_path, target)
+            resolved = ResolvedWeight(spec, target, spec.sha256, "download")
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return resolved
+
+
+def _download(url: str, out: Path, *, progress: bool, label: str) -> None:
+    from tqdm import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(out, "wb") as f:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
+                for chunk in iter(lambda: resp.read(1 << 16), b""):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise WeightsUnavailable(f"download of {label} from {url} failed: {exc}") from exc
+
+
+def load_torch(name: str, path: str | Path | None = None) -> tuple[Any, ResolvedWeight]:
+    """Resolve and read a torch file safely (``weights_only=True``) on the CPU."""
+    import torch
+
+    resolved = resolve(name, path)
+    try:
+        obj = torch.load(resolved.path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"weight file {resolved.path} ({name}) cannot be read safely: {exc}") from exc
+    return obj, resolved
+
+
+def status(spec: WeightSpec) -> dict[str, Any]:
+    found = find_local(spec)
+    return {
+        **asdict(spec),
+        "present": bool(found),
+        "where": str(found[0]) if found else "",
+    }
+
+
+def _torchvision_features(source: Path, out: Path) -> None:
+    """Keep only the ``features.*`` tensors of a torchvision classification checkpoint."""
+    import torch
+
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    torch.save({k: v for k, v in state.items() if k.startswith("features.")}, out)
+
+
+CONVERTERS["torchvision-features"] = _torchvision_features
