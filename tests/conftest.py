@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests that need ../shared (real data and official weights) skip clearly without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CALS_BENCH_SHARED", REPO.parent / "shared"))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs {path} (the ../shared folder with real data and weights is absent)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _need(SHARED)
+
+
+@pytest.fixture(scope="session")
+def lol_root() -> Path:
+    """The LOL-v1 test split root (holds eval15/low and eval15/high)."""
+    return _need(SHARED / "data" / "lol-v1")
+
+
+@pytest.fixture(scope="session")
+def shared_weights() -> Path:
+    return _need(SHARED / "weights")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """Every test: weights from ../shared, no downloads, a private cache and results folder."""
+    if (SHARED / "weights").exists():
+        monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(SHARED / "weights"))
+    monkeypatch.setenv("CALS_BENCH_OFFLINE", "1")
+    cache = tmp_path_factory.getbasetemp() / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
