@@ -86,6 +86,14 @@ class Enhancer(abc.ABC):
         self.weights_used[name] = resolved.sha256
         return resolved
 
+    def load_weights(self, name: str, path: str | Path | None = None) -> Any:
+        """Resolve a registered torch weight file, record its sha256, and load it with weights_only=True."""
+        from cals_bench import weights
+
+        obj, resolved = weights.load_torch(name, path)
+        self.weights_used[name] = resolved.sha256
+        return obj
+
     def to(self, device: torch.device | str) -> Enhancer:
         """Move every ``torch.nn.Module`` attribute to ``device``."""
         self.device = torch.device(device)
