@@ -87,7 +87,8 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """uint8 ``(H, W, 3)`` -> float32 ``(3, H, W)`` in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    arr = rgb if rgb.flags.writeable and rgb.flags.c_contiguous else np.array(rgb, order="C")
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,178 @@
+"""Full-reference fidelity metrics: PSNR and SSIM, plus their GT-mean diagnostic variants.
+
+Conventions (ARCHITECTURE.md), fixed here and never per call:
+- images are scored after clamping to [0, 1] and rounding to 8 bits, on the 0..255 scale, RGB, no border crop;
+- PSNR = 10 log10(255^2 / MSE) over all pixels and channels (``inf`` for identical images);
+- SSIM is the Wang et al. (2004) index with an 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03,
+  population (not sample) covariances, computed per channel on the positions where the window fits
+  (no padding) and averaged over positions and channels. This equals scikit-image's
+  ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
+  channel_axis=2)`` (which filters with reflect padding and then crops the 5-pixel border it pads).
+- GT-mean variants (``psnr_gtmean``, ``ssim_gtmean``) first scale the output so that its mean grey level
+  (BT.601 luma) equals the reference's, then clip to [0, 255]. They inflate LOL PSNR by several dB, are
+  never a protocol default, and are reported only as separately named columns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cals_bench.metrics.base import Metric, SampleContext, register_metric
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def _to_255(x: torch.Tensor) -> torch.Tensor:
+    """Quantised float in [0, 1] -> float64 on the 0..255 grid."""
+    return x.to(torch.float64).clamp(0, 1).mul(255.0).round()
+
+
+def peak_signal_noise_ratio(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image of a batch ``(B, 3, H, W)`` in [0, 1] (8-bit grid, data range 255).
+
+    Example:
+        >>> import torch
+        >>> ref = torch.zeros(1, 3, 4, 4)
+        >>> out = torch.full((1, 3, 4, 4), 1 / 255)
+        >>> round(float(peak_signal_noise_ratio(out, ref)[0]), 4)
+        48.1308
+    """
+    _check_pair(output, reference)
+    diff = _to_255(output) - _to_255(reference)
+    mse = diff.pow(2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10((255.0**2) / mse)
+
+
+def _gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    half = size // 2
+    x = torch.arange(-half, half + 1, dtype=torch.float64)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def _filter_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of ``(N, 1, H, W)``, 'valid' positions only."""
+    size = kernel.numel()
+    x = F.conv2d(x, kernel.view(1, 1, 1, size))
+    return F.conv2d(x, kernel.view(1, 1, size, 1))
+
+
+def structural_similarity(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM per image of a batch ``(B, 3, H, W)`` in [0, 1] (8-bit grid; Gaussian 11/1.5).
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(1, 3, 32, 32)
+        >>> float(structural_similarity(x, x)[0])
+        1.0
+    """
+    _check_pair(output, reference)
+    return _ssim_255(_to_255(output), _to_255(reference))
+
+
+def _ssim_255(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM per image of float64 ``(B, C, H, W)`` batches on the 0..255 scale."""
+    b, c, h, w = x.shape
+    if h < SSIM_WINDOW or w < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")
+    x = x.reshape(b * c, 1, h, w)
+    y = y.reshape(b * c, 1, h, w)
+    kernel = _gaussian_kernel().to(x.device)
+    # One filtering pass over the five stacked maps.
+    filt = _filter_valid(torch.cat([x, y, x * x, y * y, x * y], dim=0), kernel)
+    mu_x, mu_y, e_xx, e_yy, e_xy = filt.split(b * c, dim=0)
+    var_x = e_xx - mu_x * mu_x
+    var_y = e_yy - mu_y * mu_y
+    cov = e_xy - mu_x * mu_y
+    c1 = (SSIM_K1 * 255.0) ** 2
+    c2 = (SSIM_K2 * 255.0) ** 2
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    return (num / den).reshape(b, c, -1).mean(dim=(1, 2))
+
+
+def gt_mean_scale(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Scale each output so its mean BT.601 grey level equals the reference's; clip to [0, 1]."""
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64, device=output.device).view(1, 3, 1, 1)
+    out = output.to(torch.float64)
+    mean_out = (out * weights).sum(1).flatten(1).mean(1)
+    mean_ref = (reference.to(torch.float64) * weights).sum(1).flatten(1).mean(1)
+    scale = mean_ref / mean_out.clamp_min(1e-12)
+    return (out * scale.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def _check_pair(output: torch.Tensor, reference: torch.Tensor) -> None:
+    if output.shape != reference.shape:
+        raise ValueError(f"output shape {tuple(output.shape)} != reference shape {tuple(reference.shape)}")
+    if output.ndim != 4 or output.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, H, W), got {tuple(output.shape)}")
+
+
+def _psnr_unrounded(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    diff = output.to(torch.float64) * 255.0 - _to_255(reference)
+    mse = diff.pow(2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10((255.0**2) / mse)
+
+
+def _values(t: torch.Tensor) -> list[float]:
+    return [float(v) if math.isfinite(float(v)) or float(v) > 0 else float("nan") for v in t.cpu()]
+
+
+@register_metric
+class PeakSignalNoiseRatio(Metric):
+    """PSNR (dB), RGB, 8-bit, no border crop. Higher is better."""
+
+    name = "psnr"
+    summary = "peak signal-to-noise ratio, dB, RGB on the 8-bit grid, no border crop"
+    columns = {"psnr": True}
+
+    def score_batch(self, output, reference, contexts: list[SampleContext]):
+        return [{"psnr": v} for v in _values(peak_signal_noise_ratio(output, reference))]
+
+
+@register_metric
+class StructuralSimilarity(Metric):
+    """SSIM, Gaussian 11x11 sigma 1.5, RGB mean, 8-bit, as scikit-image's Gaussian form. Higher is better."""
+
+    name = "ssim"
+    summary = "structural similarity, Gaussian 11x11 sigma 1.5, mean over RGB (skimage/BasicSR form)"
+    columns = {"ssim": True}
+
+    def score_batch(self, output, reference, contexts: list[SampleContext]):
+        return [{"ssim": v} for v in _values(structural_similarity(output, reference))]
+
+
+@register_metric
+class PeakSignalNoiseRatioGTMean(Metric):
+    """PSNR after GT-mean brightness correction (diagnostic; inflates LOL scores; never a default)."""
+
+    name = "psnr_gtmean"
+    summary = "PSNR after scaling the output's mean grey level to the reference's (GT-mean; diagnostic)"
+    columns = {"psnr_gtmean": True}
+    diagnostic = True
+
+    def score_batch(self, output, reference, contexts: list[SampleContext]):
+        scaled = gt_mean_scale(output, reference)
+        return [{"psnr_gtmean": v} for v in _values(_psnr_unrounded(scaled, reference))]
+
+
+@register_metric
+class StructuralSimilarityGTMean(Metric):
+    """SSIM after GT-mean brightness correction (diagnostic; never a default)."""
+
+    name = "ssim_gtmean"
+    summary = "SSIM after scaling the output's mean grey level to the reference's (GT-mean; diagnostic)"
+    columns = {"ssim_gtmean": True}
+    diagnostic = True
+
+    def score_batch(self, output, reference, contexts: list[SampleContext]):
+        scaled = gt_mean_scale(output, reference)
+        # SSIM on the scaled image without re-rounding (as the GT-mean evaluation scripts do)
+        vals = _ssim_255(scaled * 255.0, _to_255(reference))
+        return [{"ssim_gtmean": v} for v in _values(vals)]

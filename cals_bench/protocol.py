@@ -1,0 +1,198 @@
+"""Protocols: what is measured, declared in ``protocols/<name>.yaml`` and validated into frozen dataclasses.
+
+A protocol fixes the dataset layout and split, file checksums, preprocessing, the metric list and every
+metric convention, the attributes that define groups, the audit settings and the seed. Changing what a
+protocol measures bumps its ``version``; every run records name, version and the protocol's hash (sha256 of
+its validated, canonical JSON form).
+
+A protocol file may start with ``include: other.yaml``: the other file's mapping is loaded first and this
+file's keys override it (mappings merged key by key), as lm-evaluation-harness task YAMLs do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cals_bench.errors import ProtocolError
+from cals_bench.schema import SchemaError, build, to_plain
+
+
+@dataclass(frozen=True)
+class DegradationParams:
+    """Ranges of the seeded low-light model (see :mod:`cals_bench.data.synthetic`)."""
+
+    gamma: tuple[float, float] = (1.2, 1.6)
+    exposure: tuple[float, float] = (0.08, 0.2)
+    photons: tuple[float, float] = (300.0, 1000.0)
+    read_noise: tuple[float, float] = (0.002, 0.008)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where the samples come from.
+
+    layouts:
+    - ``paired``: ``low_dir`` and ``high_dir`` under the data root, paired by ``pairing``;
+    - ``synthetic``: clean images in ``clean_dir`` become pairs through the seeded degradation;
+    - ``demo``: built-in scikit-image sample images (no data root), degraded like ``synthetic``;
+    - ``composite``: the samples of the protocols named in ``components``, each with its ``context``.
+    """
+
+    layout: Literal["paired", "synthetic", "demo", "composite"]
+    root_names: list[str] = field(default_factory=list)
+    low_dir: str = ""
+    high_dir: str = ""
+    clean_dir: str = ""
+    pairing: Literal["same-name", "lol-v2-real"] = "same-name"
+    expected_count: int | None = None
+    checksums: dict[str, str] = field(default_factory=dict)
+    manifest: str = ""
+    manifest_format: Literal["csv", "celebamask-hq", "nih-cxr14", "auto"] = "csv"
+    manifest_id_column: str = "image"
+    attributes: dict[str, str] = field(default_factory=dict)
+    components: list[str] = field(default_factory=list)
+    degradation: DegradationParams = field(default_factory=DegradationParams)
+    train_low_dir: str = ""
+    train_high_dir: str = ""
+    source: str = ""
+    citation: str = ""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Explicit resizing (never implicit): ``resize`` is ``[height, width]`` or null (native size)."""
+
+    resize: tuple[int, int] | None = None
+    resize_mode: Literal["stretch", "center-crop"] = "stretch"
+    interpolation: Literal["area", "bicubic", "bilinear"] = "area"
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """Fairness audit settings: groups, bootstrap, tests and GPI (see docs/fairness.md)."""
+
+    group_by: list[str] = field(default_factory=list)
+    min_group_size: int = 5
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    alpha: float = 0.05
+    permutations: int = 1000
+    gpi_features: list[str] = field(default_factory=list)
+    gpi_exact_max_n: int = 2000
+    gpi_projections: int = 256
+    error_metric: str = "lpips"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    version: int
+    title: str
+    dataset: DatasetSpec
+    metrics: list[str]
+    description: str = ""
+    diagnostics: list[str] = field(default_factory=list)
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    face_samples: dict[str, list[str]] = field(default_factory=dict)
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    audit: AuditSpec = field(default_factory=AuditSpec)
+    batch_size: int = 4
+    seed: int = 0
+    changelog: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.version < 1:
+            raise ValueError("version must be >= 1")
+        if not self.metrics:
+            raise ValueError("metrics: at least one metric is required")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of the validated spec (keys sorted)."""
+        canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+    @property
+    def all_metrics(self) -> list[str]:
+        return list(dict.fromkeys([*self.metrics, *self.diagnostics]))
+
+
+def protocol_dir() -> Path:
+    """The folder of built-in protocol YAMLs (the ``protocols`` package, also inside a wheel)."""
+    return Path(str(resources.files("protocols")))
+
+
+def available() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(protocol_dir().glob("*.yaml"))}
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise ProtocolError(f"{path}: include cycle")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ProtocolError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from exc
+    except OSError as exc:
+        raise ProtocolError(f"{path}: cannot read protocol file: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{path}: a protocol must be a YAML mapping")
+    include = data.pop("include", None)
+    if include is None:
+        return data
+    if not isinstance(include, str):
+        raise ProtocolError(f"{path}: include: expected a file name")
+    base = _read_yaml((path.parent / include).resolve(), (*seen, path))
+    return _merge(base, data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("checksums",):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_file(path: str | Path) -> Protocol:
+    path = Path(path)
+    data = _read_yaml(path.resolve())
+    try:
+        proto = build(Protocol, data, str(path))
+    except SchemaError as exc:
+        raise ProtocolError(str(exc)) from exc
+    return proto
+
+
+def load(name_or_path: str) -> Protocol:
+    """A built-in protocol by name, or a protocol YAML by path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return load_file(p)
+    known = available()
+    if name_or_path not in known:
+        close = difflib.get_close_matches(name_or_path, list(known), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
+        raise ProtocolError(f"unknown protocol {name_or_path!r}{hint}")
+    proto = load_file(known[name_or_path])
+    if proto.name != name_or_path:
+        raise ProtocolError(f"{known[name_or_path]}: name {proto.name!r} differs from the file name")
+    return proto

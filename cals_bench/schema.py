@@ -1,0 +1,127 @@
+"""Strict construction of frozen dataclasses from YAML/JSON mappings.
+
+Used for protocols and training configs: unknown keys and wrong types are rejected with one line naming
+the file and the dotted key (``protocols/lol-v1.yaml: dataset.lowdir: unknown key; did you mean low_dir?``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
+
+
+class SchemaError(ValueError):
+    """Raised with a message ``<source>: <key>: <problem>``."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _convert(value, opt, key, source)
+            except SchemaError as exc:
+                errors.append(str(exc))
+        raise SchemaError(errors[0] if len(errors) == 1 else f"{source}: {key}: wrong type ({value!r})")
+    if origin is typing.Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise SchemaError(f"{source}: {key}: must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise SchemaError(f"{source}: {key}: expected a mapping, got {type(value).__name__}")
+        return build(tp, value, source, prefix=f"{key}.")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise SchemaError(f"{source}: {key}: expected a list, got {type(value).__name__} ({value!r})")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise SchemaError(f"{source}: {key}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SchemaError(f"{source}: {key}: expected a mapping, got {type(value).__name__}")
+        kt, vt = get_args(tp) or (Any, Any)
+        return {
+            _convert(k, kt, f"{key}.{k}", source): _convert(v, vt, f"{key}.{k}", source) for k, v in value.items()
+        }
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SchemaError(f"{source}: {key}: expected a number, got {type(value).__name__} ({value!r})")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SchemaError(f"{source}: {key}: expected an integer, got {type(value).__name__} ({value!r})")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SchemaError(f"{source}: {key}: expected true/false, got {type(value).__name__} ({value!r})")
+        return value
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise SchemaError(f"{source}: {key}: expected a string, got {type(value).__name__} ({value!r})")
+        return value
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise SchemaError(f"{source}: {key}: expected {_type_name(tp)}, got {type(value).__name__}")
+
+
+def build(cls: type[T], data: dict[str, Any], source: str, prefix: str = "") -> T:
+    """Construct dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise SchemaError(f"{source}: {prefix.rstrip('.') or 'top level'}: expected a mapping")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else f"; allowed: {', '.join(fields)}"
+            raise SchemaError(f"{source}: {prefix}{key}: unknown key{hint}")
+        kwargs[key] = _convert(value, hints[key], f"{prefix}{key}", source)
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise SchemaError(f"{source}: {prefix}{missing[0]}: required key missing")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"{source}: {prefix.rstrip('.') or 'top level'}: {exc}") from exc
+
+
+def to_plain(obj: Any) -> Any:
+    """A dataclass tree as plain JSON-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    return obj
