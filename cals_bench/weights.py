@@ -9,6 +9,14 @@ Resolution order for a registered name:
    (skipped when ``CALS_BENCH_OFFLINE=1``).
 A file whose sha256 differs from the spec's is refused (:class:`WeightsHashMismatch`, naming the file and
 both hashes). Tensors are read with ``torch.load(..., weights_only=True)``: nothing else is unpickled.
+
+Derived files (``convert``, e.g. the ``features.*`` subset of a torchvision checkpoint) are written with
+``torch.save``, whose bytes depend on the file name, the torch version and the pickling order, so a copy
+converted on a user's machine rarely has the stored file's sha256. Such specs also carry
+``content_sha256``, a hash of the tensors themselves (:func:`tensor_content_sha256`: names, dtypes, shapes
+and raw bytes); a file whose byte hash differs is accepted only when its tensor content hash matches. The
+upstream download is checked before converting (``source_sha256`` or torchvision's 8-hex-digit
+``source_sha256_prefix``).
 """
 
 from __future__ import annotations
@@ -54,6 +62,9 @@ class WeightSpec:
     source_sha256: str | None = None
     source_sha256_prefix: str | None = None
     convert: str | None = None
+    # For converted torch files: sha256 of the tensor content (see tensor_content_sha256), which is what a
+    # re-converted copy must match when its bytes differ from the stored file's.
+    content_sha256: str | None = None
     notes: str = ""
 
 
@@ -64,8 +75,17 @@ class ResolvedWeight:
     sha256: str
     where: str  # "explicit", "CALS_BENCH_WEIGHTS", "cache", "torch-hub", "download"
 
+    @property
+    def identity(self) -> str:
+        """A hash naming the weights' content, equal on every machine: the tensor content hash for converted
+        files (whose bytes vary with the converting torch), else the file's sha256."""
+        return f"tensors:{self.spec.content_sha256}" if self.spec.content_sha256 else self.sha256
+
     def record(self) -> dict[str, str]:
-        return {"name": self.spec.name, "sha256": self.sha256, "path": str(self.path), "where": self.where}
+        out = {"name": self.spec.name, "sha256": self.sha256, "path": str(self.path), "where": self.where}
+        if self.spec.content_sha256:
+            out["content_sha256"] = self.spec.content_sha256
+        return out
 
 
 _SPECS: dict[str, WeightSpec] = {}
@@ -129,14 +149,48 @@ def torch_hub_dir() -> Path:
     return Path(torch_home) / "hub" / "checkpoints"
 
 
+def tensor_content_sha256(path: Path) -> str:
+    """sha256 over a torch state dict's tensors: for each key in sorted order, its name, dtype, shape and
+    raw bytes. Independent of how ``torch.save`` laid the file out; memoised like :func:`sha256_file`."""
+    import torch
+
+    st = path.stat()
+    key = ("tensors:" + str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_MEMO:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        ):
+            raise WeightsError(f"weight file {path} is not a flat dict of named tensors")
+        h = hashlib.sha256()
+        for name in sorted(state):
+            t = state[name].detach().cpu().contiguous()
+            h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
+
+
 def _checked(spec: WeightSpec, path: Path, where: str) -> ResolvedWeight:
     actual = sha256_file(path)
-    if actual != spec.sha256:
+    if actual == spec.sha256:
+        return ResolvedWeight(spec, path, actual, where)
+    if spec.content_sha256:
+        try:
+            content = tensor_content_sha256(path)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is a mismatch, reported below
+            content = f"unreadable ({type(exc).__name__}: {exc})"
+        if content == spec.content_sha256:
+            return ResolvedWeight(spec, path, actual, where)
         raise WeightsHashMismatch(
-            f"weight file {path} ({spec.name}) fails its checksum: expected sha256 {spec.sha256}, "
-            f"got {actual}; delete it and run `cals-bench weights fetch {spec.name}`"
+            f"weight file {path} ({spec.name}) fails its checksum: expected sha256 {spec.sha256} or tensor "
+            f"content sha256 {spec.content_sha256}, got {actual} (content {content}); delete it and run "
+            f"`cals-bench weights fetch {spec.name}`"
         )
-    return ResolvedWeight(spec, path, actual, where)
+    raise WeightsHashMismatch(
+        f"weight file {path} ({spec.name}) fails its checksum: expected sha256 {spec.sha256}, "
+        f"got {actual}; delete it and run `cals-bench weights fetch {spec.name}`"
+    )
 
 
 def candidates(spec: WeightSpec) -> list[tuple[Path, str]]:

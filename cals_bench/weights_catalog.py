@@ -160,7 +160,8 @@ _github(
 # --- LPIPS backbones: ImageNet convolution weights keyed like torchvision's ``features.N`` -------------------
 # The stored files hold only the ``features.*`` tensors of torchvision's checkpoints. Upstream is the
 # torchvision file itself (its name carries the first 8 hex digits of its sha256, which torchvision checks);
-# a user who already has it in the torch hub cache gets it converted without a download.
+# a user who already has it in the torch hub cache gets it converted without a download. torch.save output
+# is not byte-deterministic, so a converted copy is verified by ``content_sha256`` (tensor content hash).
 register(
     WeightSpec(
         name="backbone/alexnet-features",
@@ -175,6 +176,7 @@ register(
         hub_filename="alexnet-owt-7be5be79.pth",
         source_sha256_prefix="7be5be79",
         convert="torchvision-features",
+        content_sha256="699078bd8c5f2e95c9ac2988f0fa29ff58c56c072deac7f3c8d1b6fafbcbf918",
     )
 )
 register(
@@ -191,6 +193,7 @@ register(
         hub_filename="vgg16-397923af.pth",
         source_sha256_prefix="397923af",
         convert="torchvision-features",
+        content_sha256="cc4dd33b8f38b43e54791a318cd2795ac1c6e9574b98a025024e5588ccb9f7e3",
     )
 )
 

@@ -1,0 +1,223 @@
+"""The reference-feature cache: deep features of reference images, computed once and reused by every run.
+
+Scoring N models on one protocol sees the same reference images N times. Learned metrics (LPIPS backbone
+features, face detections, alignment transforms and identity embeddings) store what they compute from a
+reference here, so that each later pair costs one backbone pass (the model output's) instead of two.
+
+An entry is a set of named numpy arrays, keyed by a :class:`CacheKey`:
+- ``kind``: what the arrays are (``lpips-features/alex``, ``face-detection``, ``face-embedding/sface``);
+- ``reference_key``: the reference content and preprocessing (``SampleContext.reference_key``);
+- ``weights``: ``{weight name: content hash}`` of every weight file the arrays depend on;
+- ``preprocessing``: a string naming every convention that changes the arrays (input range, layer list,
+  normalisation, detector thresholds, code version).
+The file name is the sha256 of all four, so any change to any of them is a different entry (the old one
+is simply never read again; :meth:`FeatureCache.clear` removes it). The full key is also stored inside
+the file and compared on read, so a file can never be taken for another key.
+
+On disk: ``root/<kind>/<2 hex>/<sha256>.npz`` (uncompressed ``np.savez``). Writes go to a temporary file
+in the same folder and are renamed into place (``os.replace``, atomic on POSIX and Windows), so concurrent
+readers and writers (several engine processes sharing a results root) see either no entry or a complete
+one; two writers of the same key write the same content and the last rename wins. A damaged entry is
+treated as a miss and rewritten. An in-memory LRU (bounded in bytes) sits in front of the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CACHE_FORMAT = 1
+_KEY_ARRAY = "__cache_key__"
+DEFAULT_MEMORY_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What identifies one cache entry (see the module docstring). ``digest`` is its file name."""
+
+    kind: str
+    reference_key: str
+    weights: tuple[tuple[str, str], ...]
+    preprocessing: str
+
+    @classmethod
+    def make(cls, kind: str, reference_key: str, weights: Mapping[str, str], preprocessing: str) -> CacheKey:
+        if not kind or not reference_key:
+            raise ValueError("a cache key needs a kind and a reference_key")
+        return cls(
+            kind, reference_key, tuple(sorted((str(k), str(v)) for k, v in weights.items())), preprocessing
+        )
+
+    def canonical(self) -> str:
+        return json.dumps(
+            {
+                "format": CACHE_FORMAT,
+                "kind": self.kind,
+                "reference_key": self.reference_key,
+                "weights": [list(w) for w in self.weights],
+                "preprocessing": self.preprocessing,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+
+@dataclass
+class CacheStats:
+    memory_hits: int = 0
+    disk_hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    damaged: int = 0
+
+    @property
+    def hits(self) -> int:
+        return self.memory_hits + self.disk_hits
+
+
+@dataclass
+class _Lru:
+    capacity: int
+    items: OrderedDict[str, dict[str, np.ndarray]] = field(default_factory=OrderedDict)
+    nbytes: int = 0
+
+    def get(self, digest: str) -> dict[str, np.ndarray] | None:
+        arrays = self.items.get(digest)
+        if arrays is not None:
+            self.items.move_to_end(digest)
+        return arrays
+
+    def put(self, digest: str, arrays: dict[str, np.ndarray]) -> None:
+        size = sum(a.nbytes for a in arrays.values())
+        if size > self.capacity:
+            return
+        old = self.items.pop(digest, None)
+        if old is not None:
+            self.nbytes -= sum(a.nbytes for a in old.values())
+        self.items[digest] = arrays
+        self.nbytes += size
+        while self.nbytes > self.capacity and self.items:
+            _, evicted = self.items.popitem(last=False)
+            self.nbytes -= sum(a.nbytes for a in evicted.values())
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.nbytes = 0
+
+
+class FeatureCache:
+    """On-disk cache of reference features with an in-memory LRU in front (see the module docstring).
+
+    ``root`` is created on first write. ``memory_bytes`` bounds the arrays held in memory (0 disables the
+    LRU). Arrays handed out are read-only views: callers must copy before modifying.
+    """
+
+    def __init__(self, root: str | Path, *, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+        self.root = Path(root)
+        self.stats = CacheStats()
+        self._lru = _Lru(int(memory_bytes))
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.root)!r})"
+
+    def path(self, key: CacheKey) -> Path:
+        digest = key.digest
+        kind_dir = "".join(c if c.isalnum() or c in "-_." else "_" for c in key.kind)
+        return self.root / kind_dir / digest[:2] / f"{digest}.npz"
+
+    def get(self, key: CacheKey) -> dict[str, np.ndarray] | None:
+        """The arrays stored under ``key``, or None (a miss; damaged or foreign files count as misses)."""
+        digest = key.digest
+        with self._lock:
+            arrays = self._lru.get(digest)
+            if arrays is not None:
+                self.stats.memory_hits += 1
+                return arrays
+        path = self.path(key)
+        arrays = self._read(path, key)
+        with self._lock:
+            if arrays is None:
+                self.stats.misses += 1
+                return None
+            self.stats.disk_hits += 1
+            self._lru.put(digest, arrays)
+        return arrays
+
+    def put(self, key: CacheKey, arrays: Mapping[str, np.ndarray]) -> None:
+        """Store ``arrays`` (name -> array; names must not start with ``__``) under ``key``, atomically."""
+        clean: dict[str, np.ndarray] = {}
+        for name, arr in arrays.items():
+            if name.startswith("__"):
+                raise ValueError(f"cache array names must not start with '__' ({name!r})")
+            a = np.array(arr, copy=True)
+            a.flags.writeable = False
+            clean[name] = a
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **clean, **{_KEY_ARRAY: np.frombuffer(key.canonical().encode(), dtype=np.uint8)})
+            os.replace(tmp_name, path)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+        with self._lock:
+            self.stats.writes += 1
+            self._lru.put(key.digest, clean)
+
+    def _read(self, path: Path, key: CacheKey) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                stored_key = npz[_KEY_ARRAY].tobytes().decode() if _KEY_ARRAY in npz.files else None
+                if stored_key != key.canonical():
+                    raise ValueError("stored key differs")
+                arrays = {name: npz[name] for name in npz.files if name != _KEY_ARRAY}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+            with self._lock:
+                self.stats.damaged += 1
+            return None  # the next put() replaces the damaged file
+        for a in arrays.values():
+            a.flags.writeable = False
+        return arrays
+
+    def clear_memory(self) -> None:
+        """Drop the in-memory LRU (the disk entries stay)."""
+        with self._lock:
+            self._lru.clear()
+
+    def clear(self, kind: str | None = None) -> int:
+        """Delete every entry (or those of one ``kind``) on disk and in memory; returns the files removed."""
+        self.clear_memory()
+        if not self.root.is_dir():
+            return 0
+        n = 0
+        dirs = [self.root] if kind is None else [self.path(CacheKey.make(kind, "x", {}, "")).parent.parent]
+        for d in dirs:
+            for p in sorted(d.rglob("*.npz")):
+                p.unlink(missing_ok=True)
+                n += 1
+        return n
+
+    def disk_bytes(self) -> int:
+        """Total size of the entries on disk."""
+        if not self.root.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in self.root.rglob("*.npz"))

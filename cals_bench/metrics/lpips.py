@@ -1,0 +1,356 @@
+"""LPIPS v0.1 (Zhang et al., CVPR 2018) with the AlexNet (default) or VGG16 backbone, without torchvision.
+
+The computation is the ``lpips`` package's ``LPIPS(net=..., version="0.1")`` forward pass:
+1. images in [0, 1] are mapped to [-1, 1] (``2x - 1``; the package expects [-1, 1] inputs) and through
+   the scaling layer ``(x - shift) / scale`` with shift (-0.030, -0.088, -0.188), scale (0.458, 0.448, 0.450);
+2. the ImageNet backbone (torchvision's ``alexnet().features`` / ``vgg16().features`` layout, rebuilt here
+   from plain ``nn`` layers and loaded from ``backbone/*-features``) yields five ReLU activations;
+3. each activation is normalised to unit length along channels, ``f / (||f||_2 + 1e-10)``;
+4. the squared difference of the normalised features is weighted per channel by the v0.1 linear heads
+   (``lpips/v0.1-*``, 1x1 convolutions without bias), averaged over space, and summed over the five layers.
+Lower is more similar. Known answers (README of richzhang/PerceptualSimilarity, alex): 0.722 and 0.137.
+
+The reference side of step 3 is what :class:`~cals_bench.cache.FeatureCache` stores, so a reference seen
+before costs no backbone pass.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from cals_bench.cache import CacheKey
+from cals_bench.errors import CalsBenchError, SampleError, WeightsError
+from cals_bench.metrics.base import Metric, SampleContext, register_metric
+
+LpipsNet = Literal["alex", "vgg"]
+
+# Scaling layer of LPIPS v0.1 (the ImageNet mean/std expressed for inputs in [-1, 1]).
+SHIFT = (-0.030, -0.088, -0.188)
+SCALE = (0.458, 0.448, 0.450)
+EPS = 1e-10
+# Bump when the cached feature values would change (layer list, normalisation, input mapping).
+FEATURES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BackboneLayout:
+    """A torchvision-style ``features`` stack: ops in torchvision's index order and the tapped indices.
+
+    Ops: ``("conv", c_in, c_out, kernel, stride, padding)``, ``("relu",)``, ``("pool", kernel, stride)``.
+    """
+
+    backbone_weights: str
+    head_weights: str
+    ops: tuple[tuple[Any, ...], ...]
+    taps: tuple[int, ...]
+    channels: tuple[int, ...]
+
+
+def _vgg16_ops() -> tuple[tuple[Any, ...], ...]:
+    ops: list[tuple[Any, ...]] = []
+    c_in = 3
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
+        if v == "M":
+            ops.append(("pool", 2, 2))
+        else:
+            ops += [("conv", c_in, v, 3, 1, 1), ("relu",)]
+            c_in = v
+    return tuple(ops)
+
+
+LAYOUTS: dict[str, BackboneLayout] = {
+    "alex": BackboneLayout(
+        backbone_weights="backbone/alexnet-features",
+        head_weights="lpips/v0.1-alex",
+        ops=(
+            ("conv", 3, 64, 11, 4, 2),
+            ("relu",),
+            ("pool", 3, 2),
+            ("conv", 64, 192, 5, 1, 2),
+            ("relu",),
+            ("pool", 3, 2),
+            ("conv", 192, 384, 3, 1, 1),
+            ("relu",),
+            ("conv", 384, 256, 3, 1, 1),
+            ("relu",),
+            ("conv", 256, 256, 3, 1, 1),
+            ("relu",),
+        ),
+        taps=(1, 4, 7, 9, 11),
+        channels=(64, 192, 384, 256, 256),
+    ),
+    "vgg": BackboneLayout(
+        backbone_weights="backbone/vgg16-features",
+        head_weights="lpips/v0.1-vgg",
+        ops=_vgg16_ops(),
+        taps=(3, 8, 15, 22, 29),
+        channels=(64, 128, 256, 512, 512),
+    ),
+}
+
+
+class LpipsBackbone(nn.Module):
+    """The ImageNet convolutional stack, as ``self.features`` (state-dict keys ``features.N.weight``).
+
+    ``forward`` takes scaled inputs ``(B, 3, H, W)`` and returns the five tapped ReLU activations.
+    ``images_seen`` counts the images passed through (tests use it to check the reference cache).
+    """
+
+    def __init__(self, layout: BackboneLayout) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for op in layout.ops[: max(layout.taps) + 1]:
+            if op[0] == "conv":
+                _, c_in, c_out, k, s, p = op
+                layers.append(nn.Conv2d(c_in, c_out, k, stride=s, padding=p))
+            elif op[0] == "relu":
+                layers.append(nn.ReLU(inplace=True))
+            else:
+                layers.append(nn.MaxPool2d(op[1], stride=op[2]))
+        self.features = nn.Sequential(*layers)
+        self.taps = layout.taps
+        self.images_seen = 0
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.images_seen += int(x.shape[0])
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                out.append(x)
+        return out
+
+
+def scale_input(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> [-1, 1] -> LPIPS scaling layer. ``(B, 3, H, W)`` float."""
+    shift = torch.tensor(SHIFT, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    scale = torch.tensor(SCALE, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * 2.0 - 1.0 - shift) / scale
+
+
+def normalize_channels(f: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Unit length along channels, ``f / (sqrt(sum_c f^2) + eps)`` (the lpips package's normalize_tensor)."""
+    return f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+
+
+def lpips_from_features(
+    feats0: list[torch.Tensor], feats1: list[torch.Tensor], heads: list[torch.Tensor]
+) -> torch.Tensor:
+    """LPIPS ``(B,)`` from per-layer channel-normalised features and the heads' channel weights ``(C,)``.
+
+    ``mean_hw(sum_c w_c d_c)`` is computed as ``sum_c w_c mean_hw(d_c)``: the same number, fewer operations.
+    """
+    total = None
+    for f0, f1, w in zip(feats0, feats1, heads):
+        per_channel = (f0 - f1).pow(2).mean(dim=(2, 3))
+        term = per_channel @ w
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+class LpipsModel(nn.Module):
+    """Backbone plus v0.1 heads. ``forward(x0, x1)`` with images in [0, 1] returns LPIPS ``(B,)``."""
+
+    def __init__(self, net: LpipsNet = "alex") -> None:
+        super().__init__()
+        if net not in LAYOUTS:
+            raise CalsBenchError(f"lpips net must be one of {sorted(LAYOUTS)}, not {net!r}")
+        self.net = net
+        self.layout = LAYOUTS[net]
+        self.backbone = LpipsBackbone(self.layout)
+        for k, c in enumerate(self.layout.channels):
+            self.register_buffer(f"head{k}", torch.zeros(c))
+        self.weights_used: dict[str, str] = {}
+        self.weights_identity: dict[str, str] = {}
+        self.eval()
+        self.requires_grad_(False)
+
+    @property
+    def heads(self) -> list[torch.Tensor]:
+        return [getattr(self, f"head{k}") for k in range(len(self.layout.channels))]
+
+    @classmethod
+    def from_registry(cls, net: LpipsNet = "alex") -> LpipsModel:
+        """Load the checksummed backbone and heads through :mod:`cals_bench.weights`."""
+        from cals_bench import weights
+
+        model = cls(net)
+        backbone, rb = weights.load_torch(model.layout.backbone_weights)
+        heads, rh = weights.load_torch(model.layout.head_weights)
+        try:
+            model.backbone.load_state_dict(backbone, strict=True)
+            for k, c in enumerate(model.layout.channels):
+                w = heads[f"lin{k}.model.1.weight"]
+                if tuple(w.shape) != (1, c, 1, 1):
+                    raise ValueError(f"lin{k} has shape {tuple(w.shape)}, expected (1, {c}, 1, 1)")
+                getattr(model, f"head{k}").copy_(w.reshape(c))
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise WeightsError(f"LPIPS-{net} weights do not fit the network: {exc}") from exc
+        for r in (rb, rh):
+            model.weights_used[r.spec.name] = r.sha256
+            model.weights_identity[r.spec.name] = r.identity
+        return model
+
+    def normalized_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Channel-normalised activations: images ``(B, 3, H, W)`` in [0, 1] -> five ``(B, C_k, h, w)``."""
+        return [normalize_channels(f) for f in self.backbone(scale_input(x))]
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        f = self.normalized_features(torch.cat([x0, x1]))
+        b = x0.shape[0]
+        return lpips_from_features([t[:b] for t in f], [t[b:] for t in f], self.heads)
+
+
+_FUNCTIONAL_MODELS: dict[str, LpipsModel] = {}
+
+
+def learned_perceptual_image_patch_similarity(
+    img0: torch.Tensor, img1: torch.Tensor, net: LpipsNet = "alex"
+) -> torch.Tensor:
+    """LPIPS v0.1 between two batches of float RGB ``(B, 3, H, W)`` images in [0, 1]; returns ``(B,)``.
+
+    The weights come from the registry (checksummed; offline from ``CALS_BENCH_WEIGHTS``).
+    """
+    if img0.shape != img1.shape or img0.ndim != 4 or img0.shape[1] != 3:
+        raise SampleError(
+            f"lpips needs two (B, 3, H, W) batches of one shape, got {tuple(img0.shape)} and "
+            f"{tuple(img1.shape)}"
+        )
+    if net not in _FUNCTIONAL_MODELS:
+        _FUNCTIONAL_MODELS[net] = LpipsModel.from_registry(net)
+    model = _FUNCTIONAL_MODELS[net].to(img0.device)
+    with torch.inference_mode():
+        return model(img0.float(), img1.float())
+
+
+def preprocessing_tag(net: str) -> str:
+    """Everything that determines the cached reference features besides the image and the weights."""
+    return (
+        f"lpips-v0.1 net={net} input=[0,1]->[-1,1] shift={SHIFT} scale={SCALE} "
+        f"normalize=unit-channel eps={EPS} dtype=float32 features-v{FEATURES_VERSION}"
+    )
+
+
+@register_metric
+class LearnedPerceptualImagePatchSimilarity(Metric):
+    """LPIPS v0.1 per image pair (lower is better). Option ``net``: ``"alex"`` (default) or ``"vgg"``.
+
+    With a :class:`~cals_bench.cache.FeatureCache` attached, the references' normalised backbone
+    features are stored and reused (keyed by ``reference_key``, backbone weights and preprocessing):
+    a pair whose reference was seen before costs one backbone pass.
+    """
+
+    name = "lpips"
+    summary = "LPIPS v0.1 (AlexNet default, or VGG16), inputs mapped to [-1, 1], full resolution"
+    columns = {"lpips": False}
+
+    def __init__(self, *, net: LpipsNet = "alex", **unknown: Any) -> None:
+        super().__init__(**unknown)  # refuses unknown options with a CalsBenchError
+        if net not in LAYOUTS:
+            raise CalsBenchError(f"metric 'lpips' option net must be one of {sorted(LAYOUTS)}, not {net!r}")
+        self.net = net
+        self.options = {"net": net}
+        self.cache: Any = None
+        self.device = torch.device("cpu")
+        self.model: LpipsModel | None = None
+        self.last_reasons: list[str | None] = []
+
+    # -- contract ---------------------------------------------------------------------------------
+    def available(self) -> tuple[bool, str]:
+        try:
+            self._load()
+        except WeightsError as exc:
+            return False, f"lpips ({self.net}): {exc}"
+        return True, ""
+
+    def to(self, device: torch.device | str) -> LearnedPerceptualImagePatchSimilarity:
+        self.device = torch.device(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        return self
+
+    def attach_cache(self, cache: Any) -> None:
+        self.cache = cache
+
+    def score_batch(
+        self, output: torch.Tensor, reference: torch.Tensor, contexts: list[SampleContext]
+    ) -> list[dict[str, float]]:
+        if output.shape != reference.shape:
+            raise SampleError(
+                f"lpips: output {tuple(output.shape)} and reference {tuple(reference.shape)} differ"
+            )
+        model = self._load()
+        with torch.inference_mode():
+            out_f, ref_f = self.pair_features(output, reference, contexts)
+            d = lpips_from_features(out_f, ref_f, model.heads)
+        self.last_reasons = [None] * len(contexts)
+        return [{"lpips": float(v)} for v in d.cpu()]
+
+    # -- features and the reference cache -----------------------------------------------------------
+    def _load(self) -> LpipsModel:
+        if self.model is None:
+            self.model = LpipsModel.from_registry(self.net).to(self.device)
+            self.weights_used = dict(self.model.weights_used)
+        return self.model
+
+    def cache_key(self, ctx: SampleContext) -> CacheKey | None:
+        """The cache key of a sample's reference features (None when the sample has no reference_key)."""
+        if not ctx.reference_key:
+            return None
+        model = self._load()
+        ident = {model.layout.backbone_weights: model.weights_identity[model.layout.backbone_weights]}
+        return CacheKey.make(
+            f"lpips-features/{self.net}", ctx.reference_key, ident, preprocessing_tag(self.net)
+        )
+
+    def pair_features(
+        self, output: torch.Tensor, reference: torch.Tensor, contexts: list[SampleContext]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Normalised features of the outputs (always computed) and of the references (from the cache
+        where present; computed in the same backbone pass and stored otherwise)."""
+        model = self._load()
+        b = output.shape[0]
+        keys = [self.cache_key(c) if self.cache is not None else None for c in contexts]
+        cached = [self.cache.get(k) if k is not None else None for k in keys]
+        missing = [i for i in range(b) if cached[i] is None]
+        x = output if not missing else torch.cat([output, reference[missing]])
+        feats = model.normalized_features(x.to(self.device, torch.float32))
+        out_f = [f[:b] for f in feats]
+        computed = {i: [f[b + j] for f in feats] for j, i in enumerate(missing)}
+        expected = [tuple(f.shape[1:]) for f in out_f]
+        stale = [
+            i
+            for i in range(b)
+            if cached[i] is not None
+            and [tuple(cached[i][f"layer{k}"].shape) for k in range(len(expected))] != expected
+        ]
+        if stale:  # a reference_key that does not match the image given: never trust such an entry
+            warnings.warn(
+                f"lpips: cached reference features of {len(stale)} sample(s) have the wrong shape; "
+                "recomputing (check that reference_key identifies the reference image)",
+                stacklevel=2,
+            )
+            again = model.normalized_features(reference[stale].to(self.device, torch.float32))
+            for j, i in enumerate(stale):
+                computed[i] = [f[j] for f in again]
+                cached[i] = None
+        for i, per_layer in computed.items():
+            if keys[i] is not None:
+                self.cache.put(keys[i], {f"layer{k}": t.cpu().numpy() for k, t in enumerate(per_layer)})
+        ref_f = []
+        for k in range(len(out_f)):
+            rows = []
+            for i in range(b):
+                if i in computed:
+                    rows.append(computed[i][k])
+                else:
+                    rows.append(torch.from_numpy(np.array(cached[i][f"layer{k}"])).to(self.device))
+            ref_f.append(torch.stack(rows))
+        return out_f, ref_f
