@@ -81,7 +81,7 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
-    Image.fromarray(rgb).save(tmp, format="PNG")
+    Image.fromarray(rgb).save(tmp, format="PNG", compress_level=1)  # lossless; fast over small
     tmp.replace(path)
 
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import correlate1d
 
 from cals_bench.metrics.base import Metric, SampleContext, register_metric
 
@@ -56,13 +58,6 @@ def _gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torc
     return k / k.sum()
 
 
-def _filter_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filter of ``(N, 1, H, W)``, 'valid' positions only."""
-    size = kernel.numel()
-    x = F.conv2d(x, kernel.view(1, 1, 1, size))
-    return F.conv2d(x, kernel.view(1, 1, size, 1))
-
-
 def structural_similarity(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Mean SSIM per image of a batch ``(B, 3, H, W)`` in [0, 1] (8-bit grid; Gaussian 11/1.5).
 
@@ -77,16 +72,32 @@ def structural_similarity(output: torch.Tensor, reference: torch.Tensor) -> torc
 
 
 def _ssim_255(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """SSIM per image of float64 ``(B, C, H, W)`` batches on the 0..255 scale."""
+    """SSIM per image of float64 ``(B, C, H, W)`` batches on the 0..255 scale.
+
+    On the CPU the five local moments are filtered with SciPy's separable C correlation (it exploits the
+    kernel's symmetry; several times faster than a 1-channel torch convolution); on a GPU with a grouped
+    torch convolution. Both in float64, so the result equals scikit-image's to ~1e-15.
+    """
     b, c, h, w = x.shape
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")
-    x = x.reshape(b * c, 1, h, w)
-    y = y.reshape(b * c, 1, h, w)
-    kernel = _gaussian_kernel().to(x.device)
-    # One filtering pass over the five stacked maps.
-    filt = _filter_valid(torch.cat([x, y, x * x, y * y, x * y], dim=0), kernel)
-    mu_x, mu_y, e_xx, e_yy, e_xy = filt.split(b * c, dim=0)
+    kernel = _gaussian_kernel()
+    r = SSIM_WINDOW // 2
+    if x.device.type == "cpu":
+        xn, yn = x.numpy(), y.numpy()
+        stacked = np.stack([xn, yn, xn * xn, yn * yn, xn * yn])  # (5, B, C, H, W)
+        kn = kernel.numpy()
+        filt = correlate1d(stacked, kn, axis=4, mode="constant")[..., r:-r]
+        filt = correlate1d(filt, kn, axis=3, mode="constant")[..., r:-r, :]
+        mu_x, mu_y, e_xx, e_yy, e_xy = (torch.from_numpy(np.ascontiguousarray(m)) for m in filt)
+    else:
+        stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1).reshape(1, 5 * b * c, h, w)
+        n = 5 * b * c
+        k = kernel.to(x.device)
+        filt = F.conv2d(stacked, k.view(1, 1, 1, -1).expand(n, 1, 1, SSIM_WINDOW).contiguous(), groups=n)
+        filt = F.conv2d(filt, k.view(1, 1, -1, 1).expand(n, 1, SSIM_WINDOW, 1).contiguous(), groups=n)
+        filt = filt.reshape(b, 5, c, h - 2 * r, w - 2 * r).transpose(0, 1)
+        mu_x, mu_y, e_xx, e_yy, e_xy = filt
     var_x = e_xx - mu_x * mu_x
     var_y = e_yy - mu_y * mu_y
     cov = e_xy - mu_x * mu_y

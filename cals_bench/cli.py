@@ -1,0 +1,445 @@
+"""The ``cals-bench`` command line. Results and tables go to stdout; progress and logs go to stderr.
+
+Every user error (bad data, unknown names, malformed protocol, missing weights) ends with one line on
+stderr naming the file or key and the problem, and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import click
+
+from cals_bench.errors import CalsBenchError
+
+EXIT_USER_ERROR = 2
+EXIT_SAMPLE_FAILURES = 3
+
+
+class CliGroup(click.Group):
+    """Turns CalsBenchError into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CalsBenchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+
+def _store(results: str | None):
+    from cals_bench.store import Store
+
+    return Store(results)
+
+
+results_option = click.option(
+    "--results", type=click.Path(file_okay=False), default=None, envvar="CALS_BENCH_RESULTS",
+    help="Results folder (default ./results; env CALS_BENCH_RESULTS).",
+)
+
+
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="cals-bench")
+def main() -> None:
+    """cals-bench: benchmark and fairness-audit image enhancement models on fixed protocols.
+
+    \b
+    Quick start (built-in demo, offline):
+      cals-bench run
+    Score a model on LOL-v1:
+      cals-bench run --protocol lol-v1 --model zero-dce --data-root /data/LOL
+    """
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run
+
+
+@main.command()
+@click.option("--protocol", "protocol_name", default="demo", show_default=True, help="Protocol name or YAML path.")
+@click.option("--model", default="identity", show_default=True,
+              help="Registered name (sci@difficult for a variant), package.module:Class, file.py:Class, "
+                   "checkpoint:PATH, or 'all-baselines'.")
+@click.option("--model-args", default="", help="Constructor arguments, k=v,k2=v2 (YAML scalars).")
+@click.option("--data-root", type=click.Path(), default=None, envvar="CALS_BENCH_DATA_ROOT",
+              help="Dataset folder (else $CALS_BENCH_DATA/<dataset name>).")
+@results_option
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available).")
+@click.option("--batch-size", type=int, default=None, help="Override the protocol's batch size.")
+@click.option("--force", is_flag=True, help="Discard a finished run with the same inputs and score again.")
+@click.option("--with-gtmean", is_flag=True, help="Also score the GT-mean diagnostic columns (psnr_gtmean, ssim_gtmean).")
+@click.option("--no-outputs", is_flag=True, help="Do not save output images (reports then show no image grids).")
+@click.option("--no-report", is_flag=True, help="Do not render the audit report at the end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as one JSON object on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(protocol_name, model, model_args, data_root, results, device, batch_size, force, with_gtmean,
+        no_outputs, no_report, as_json, quiet):
+    """Score a model on a protocol and print per-metric means.
+
+    \b
+    Examples:
+      cals-bench run                                   # demo protocol, identity model, offline
+      cals-bench run --protocol lol-v1 --model identity --data-root ../shared/data/lol-v1
+      cals-bench run --protocol lol-v1 --model gamma --model-args gamma=2.5 --json
+      cals-bench run --protocol lol-v1 --model all-baselines --data-root DIR
+    An interrupted run resumes when the same command is run again; a finished one is reused unless --force.
+    """
+    from cals_bench import protocol as protocol_mod
+    from cals_bench.engine import evaluate, format_summary
+    from cals_bench.enhancer import parse_model_args
+
+    proto = protocol_mod.load(protocol_name)
+    store = _store(results)
+    args = parse_model_args(model_args)
+    extra = ("psnr_gtmean", "ssim_gtmean") if with_gtmean else ()
+    models = _expand_models(model)
+    outputs = []
+    exit_code = 0
+    for spec in models:
+        result = evaluate(
+            proto, spec, args if len(models) == 1 else {}, data_root=data_root, store=store, device=device,
+            batch_size=batch_size, force=force, extra_metrics=extra, save_outputs=not no_outputs,
+            progress=not quiet and not as_json, command=sys.argv,
+        )
+        report_path = None
+        if not no_report:
+            report_path = _render_report(store, result.run_id)
+        if result.failures:
+            exit_code = EXIT_SAMPLE_FAILURES
+        if as_json:
+            payload = result.to_json()
+            payload["report"] = str(report_path) if report_path else None
+            outputs.append(payload)
+        else:
+            click.echo(format_summary(result))
+            click.echo(f"run {result.run_id}{' (reused; --force to rescore)' if result.reused else ''}")
+            click.echo(f"records: {result.run_dir}")
+            if report_path:
+                click.echo(f"report: {report_path}")
+    if len(models) > 1 and not as_json:
+        click.echo("")
+        click.echo(_leaderboard_text(store, proto.name))
+    if as_json:
+        click.echo(json.dumps(outputs[0] if len(outputs) == 1 else outputs, default=_json_safe, allow_nan=False))
+    sys.exit(exit_code)
+
+
+def _expand_models(model: str) -> list[str]:
+    if model != "all-baselines":
+        return [model]
+    from cals_bench.enhancer import registry
+
+    return [name for name, entry in registry().items() if not entry.name.startswith("checkpoint")]
+
+
+def _json_safe(obj):
+    return str(obj)
+
+
+def _clean_nan(obj):
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None if math.isnan(obj) else str(obj)
+    if isinstance(obj, dict):
+        return {k: _clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean_nan(v) for v in obj]
+    return obj
+
+
+def _render_report(store, run_id):
+    try:
+        from cals_bench.report import render_audit
+    except ImportError:
+        return None
+    return render_audit(store, run_id)
+
+
+def _leaderboard_text(store, protocol_name: str) -> str:
+    df = store.list_runs(protocol_name)
+    lines = [f"Runs on {protocol_name}:"]
+    for run_id in df["run_id"]:
+        meta = store.get_run(run_id)
+        cells = "  ".join(f"{m}={s['mean']:.4f}" for m, s in meta.get("summary", {}).items() if s.get("mean") == s.get("mean"))
+        lines.append(f"  {meta['model']['name']:<24}{cells}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# protocols
+
+
+@main.group()
+def protocols():
+    """List and show the built-in protocols.
+
+    \b
+    Examples:
+      cals-bench protocols list
+      cals-bench protocols show lol-v1
+    """
+
+
+@protocols.command("list")
+def protocols_list():
+    """List the built-in protocols with version and title.  Example: cals-bench protocols list"""
+    from cals_bench import protocol as protocol_mod
+
+    for name in protocol_mod.available():
+        p = protocol_mod.load(name)
+        click.echo(f"{p.name:<20} v{p.version:<3} {p.title}")
+
+
+@protocols.command("show")
+@click.argument("name")
+def protocols_show(name):
+    """Print a protocol's validated spec (YAML) and hash.  Example: cals-bench protocols show lol-v1"""
+    import yaml
+
+    from cals_bench import protocol as protocol_mod
+
+    p = protocol_mod.load(name)
+    click.echo(f"# {p.name} v{p.version}  sha256 {p.hash}")
+    click.echo(yaml.safe_dump(p.to_dict(), sort_keys=False, width=110))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# models and metrics
+
+
+@main.group()
+def models():
+    """List the registered models (sanity rows, baselines, entry points).  Example: cals-bench models list"""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def models_list(as_json):
+    """List registered models with variants, licence and paper.  Example: cals-bench models list"""
+    from cals_bench.enhancer import describe, import_errors, registry
+
+    rows = [describe(e) for e in registry().values()]
+    if as_json:
+        click.echo(json.dumps({"models": rows, "import_errors": import_errors()}, indent=1))
+        return
+    for r in rows:
+        variants = f" [variants: {', '.join(r['variants'])}; default {r['default_variant']}]" if r["variants"] else ""
+        gt = "  ** uses ground truth at test time **" if r["uses_ground_truth"] else ""
+        click.echo(f"{r['name']:<24} {r['summary']}{variants}{gt}")
+        if r["licence"] or r["paper"]:
+            click.echo(f"{'':<24} licence: {r['licence'] or '-'}; paper: {r['paper'] or '-'}")
+    for module, err in import_errors().items():
+        click.echo(f"(could not import {module}: {err})", err=True)
+
+
+@main.group()
+def metrics():
+    """List the available metrics.  Example: cals-bench metrics list"""
+
+
+@metrics.command("list")
+def metrics_list():
+    """List metrics with direction and whether they can run here.  Example: cals-bench metrics list"""
+    from cals_bench.metrics import IMPORT_ERRORS, metric_registry
+
+    for name, cls in metric_registry().items():
+        try:
+            ok, reason = cls().available()
+        except Exception as exc:  # noqa: BLE001
+            ok, reason = False, str(exc)
+        cols = ", ".join(f"{c} {'(higher better)' if hib else '(lower better)'}" for c, hib in cls.columns.items())
+        flag = " [diagnostic]" if cls.diagnostic else ""
+        click.echo(f"{name:<14}{cols}{flag}  {cls.summary}")
+        if not ok:
+            click.echo(f"{'':<14}unavailable: {reason}")
+    for mod, err in IMPORT_ERRORS.items():
+        click.echo(f"(could not import {mod}: {err})", err=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# runs
+
+
+@main.group()
+def runs():
+    """Inspect stored runs.
+
+    \b
+    Examples:
+      cals-bench runs list --protocol lol-v1
+      cals-bench runs show latest
+      cals-bench runs export latest --format csv --out records.csv
+    """
+
+
+@runs.command("list")
+@click.option("--protocol", default=None, help="Only runs of this protocol.")
+@results_option
+@click.option("--json", "as_json", is_flag=True)
+def runs_list(protocol, results, as_json):
+    """List stored runs.  Example: cals-bench runs list --protocol lol-v1"""
+    df = _store(results).list_runs(protocol)
+    if as_json:
+        click.echo(df.to_json(orient="records"))
+    elif df.empty:
+        click.echo("no runs")
+    else:
+        click.echo(df.to_string(index=False))
+
+
+@runs.command("show")
+@click.argument("run_ref")
+@results_option
+@click.option("--json", "as_json", is_flag=True, help="Print the full run record (run.json) as JSON.")
+def runs_show(run_ref, results, as_json):
+    """Show a run's provenance and summary (RUN: id, unique prefix or 'latest').  Example: cals-bench runs show latest"""
+    from cals_bench.engine import RunResult, format_summary
+
+    store = _store(results)
+    meta = store.get_run(run_ref)
+    if as_json:
+        click.echo(json.dumps(_clean_nan(meta), indent=1, default=str))
+        return
+    result = RunResult(meta["run_id"], store.run_dir(meta["run_id"]), meta, meta.get("summary", {}),
+                       [tuple(f) for f in meta.get("failures", [])])
+    env = meta.get("environment", {})
+    click.echo(f"run {meta['run_id']}  status {meta['status']}")
+    click.echo(format_summary(result))
+    click.echo(f"weights: {json.dumps(meta['model'].get('weights', {}))}")
+    click.echo(f"device: {env.get('device')} ({env.get('device_name')}); git {env.get('git_revision')}")
+    click.echo(f"packages: {json.dumps(env.get('packages', {}), sort_keys=True)}")
+    click.echo(f"command: {meta.get('command')}")
+
+
+@runs.command("export")
+@click.argument("run_ref")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "json"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output file (default: in the run folder).")
+@results_option
+def runs_export(run_ref, fmt, out, results):
+    """Write a run's per-sample records (sample, metric, value, attributes).  Example: cals-bench runs export latest --format csv"""
+    path = _store(results).export(run_ref, fmt, Path(out) if out else None)
+    click.echo(str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data
+
+
+@main.group()
+def data():
+    """Check datasets against protocols.  Example: cals-bench data check --protocol lol-v1 --data-root DIR"""
+
+
+@data.command("check")
+@click.option("--protocol", "protocol_name", required=True)
+@click.option("--data-root", type=click.Path(), default=None)
+def data_check(protocol_name, data_root):
+    """Verify a dataset's layout, pairs and declared checksums.  Example: cals-bench data check --protocol lol-v1 --data-root DIR"""
+    from cals_bench import protocol as protocol_mod
+    from cals_bench.data.datasets import check_checksums, load_samples
+
+    proto = protocol_mod.load(protocol_name)
+    root, samples = load_samples(proto, data_root)
+    problems = [s.error for s in samples if s.error]
+    problems += check_checksums(proto, root)
+    expected = proto.dataset.expected_count
+    if expected is not None and len(samples) != expected:
+        problems.append(f"{root}: {len(samples)} samples, protocol expects {expected}")
+    click.echo(f"{proto.name} v{proto.version}: {len(samples)} samples in {root or 'built-in data'}; "
+               f"{len(proto.dataset.checksums)} checksums declared")
+    for p in problems:
+        click.echo(f"problem: {p}")
+    if problems:
+        sys.exit(EXIT_USER_ERROR)
+    click.echo("ok")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# weights
+
+
+@main.group()
+def weights():
+    """Pretrained files: list, fetch, verify, locate.
+
+    \b
+    Examples:
+      cals-bench weights list
+      cals-bench weights fetch llie/zero-dce
+      CALS_BENCH_WEIGHTS=../shared/weights cals-bench weights verify
+    """
+
+
+@weights.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def weights_list(as_json):
+    """List every registered weight file with licence and whether it is present.  Example: cals-bench weights list"""
+    from cals_bench import weights as w
+
+    rows = [w.status(s) for s in w.specs().values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        where = r["where"] if r["present"] else "missing"
+        click.echo(f"{r['name']:<28} {r['licence']:<24} {where}")
+
+
+@weights.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--all", "fetch_all", is_flag=True, help="Fetch every registered file.")
+def weights_fetch(names, fetch_all):
+    """Download weight files into the cache (sha256-checked).  Example: cals-bench weights fetch llie/zero-dce"""
+    from cals_bench import weights as w
+
+    targets = list(w.specs()) if fetch_all else list(names)
+    if not targets:
+        raise CalsBenchError("name a weight file (cals-bench weights list) or pass --all")
+    for name in targets:
+        r = w.fetch(name)
+        click.echo(f"{name}: {r.path} ({r.where})")
+
+
+@weights.command("verify")
+def weights_verify():
+    """Re-hash every weight file present and report mismatches.  Example: cals-bench weights verify"""
+    from cals_bench import weights as w
+    from cals_bench.errors import WeightsHashMismatch
+
+    bad = 0
+    for name, spec in w.specs().items():
+        found = w.find_local(spec)
+        if not found:
+            click.echo(f"{name:<28} missing")
+            continue
+        try:
+            w.resolve(name, download=False)
+            click.echo(f"{name:<28} ok       {found[0]}")
+        except WeightsHashMismatch as exc:
+            bad += 1
+            click.echo(f"{name:<28} MISMATCH {exc}")
+    if bad:
+        sys.exit(EXIT_USER_ERROR)
+
+
+@weights.command("path")
+@click.argument("name", required=False)
+def weights_path(name):
+    """Print the search folders, or where NAME resolves.  Example: cals-bench weights path lpips/v0.1-alex"""
+    from cals_bench import weights as w
+
+    if name:
+        click.echo(str(w.resolve(name, download=False).path))
+        return
+    for d in w.weight_dirs():
+        click.echo(f"CALS_BENCH_WEIGHTS: {d}")
+    click.echo(f"cache: {w.cache_dir()}")
+    click.echo(f"torch hub: {w.torch_hub_dir()}")
+
+
+if __name__ == "__main__":
+    main()

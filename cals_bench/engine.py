@@ -1,0 +1,558 @@
+"""The evaluation loop: a model x a protocol -> per-sample records in the store.
+
+The engine owns everything the model should not: device choice (CUDA when present), batching of same-size
+samples, reflect padding to the model's ``pad_multiple`` and cropping back, a fixed seed per batch,
+``torch.inference_mode``, per-sample timing, validation of what the model returns, 8-bit quantisation
+before scoring, the reference-feature cache, and writing records as it goes (one transaction per batch) so
+that an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cals_bench.data.datasets import Sample, check_checksums, load_samples
+from cals_bench.data.io import to_tensor, to_uint8, write_png
+from cals_bench.enhancer import Enhancer, load_enhancer
+from cals_bench.errors import CalsBenchError, DataError, ModelOutputError, SampleError
+from cals_bench.metrics import Metric, SampleContext, build_metric, quantize
+from cals_bench.protocol import Protocol
+from cals_bench.store import Store, slug
+
+# Outputs may exceed [0, 1] by this much (float rounding) before the engine calls them out of range.
+RANGE_TOLERANCE = 1e-3
+# A model that fails on this many batches in a row, with nothing scored, stops the run.
+MAX_LEADING_FAILURES = 3
+PACKAGES = ("torch", "numpy", "scipy", "scikit-image", "opencv-python-headless", "pandas", "POT", "torchmetrics")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    meta: dict[str, Any]
+    summary: dict[str, dict[str, float]]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    reused: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "run_dir": str(self.run_dir),
+            "protocol": {k: self.meta["protocol"][k] for k in ("name", "version", "hash")},
+            "model": {k: self.meta["model"].get(k) for k in ("name", "spec", "args", "weights")},
+            "metrics": self.summary,
+            "n_samples": self.meta.get("n_samples"),
+            "n_failed": len(self.failures),
+            "failures": [{"sample_id": s, "error": e} for s, e in self.failures],
+            "unavailable_metrics": self.meta.get("unavailable_metrics", {}),
+            "reused": self.reused,
+            "status": self.meta.get("status"),
+        }
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        dev = torch.device(requested)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise CalsBenchError(f"device {requested!r} requested but CUDA is not available")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    pkgs = {}
+    for name in PACKAGES:
+        try:
+            pkgs[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pkgs[name] = None
+    try:
+        pkgs["cals-bench"] = importlib_metadata.version("cals-bench")
+    except importlib_metadata.PackageNotFoundError:
+        pkgs["cals-bench"] = None
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": pkgs,
+        "device": str(device),
+        "device_name": dev_name,
+        "torch_threads": torch.get_num_threads(),
+        "git_revision": git_revision(),
+    }
+
+
+def git_revision() -> str | None:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not ph and not pw:
+        return x, 0, 0
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), ph, pw
+
+
+def _validate_output(out: Any, expected: tuple[int, ...], model: str) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise ModelOutputError(f"model {model} returned {type(out).__name__}, expected a torch.Tensor")
+    if tuple(out.shape) != expected:
+        raise ModelOutputError(f"model {model} returned shape {tuple(out.shape)}, expected {expected}")
+    if not out.is_floating_point():
+        raise ModelOutputError(f"model {model} returned dtype {out.dtype}, expected a float tensor in [0, 1]")
+    return out.float()
+
+
+def _check_values(out: torch.Tensor, model: str) -> str | None:
+    """The reason one image is invalid (NaN/Inf or out of range), or None."""
+    if not torch.isfinite(out).all():
+        n = int((~torch.isfinite(out)).sum())
+        return f"model {model} returned {n} NaN/Inf values"
+    lo, hi = float(out.min()), float(out.max())
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        return f"model {model} returned values in [{lo:.4g}, {hi:.4g}], outside [0, 1]"
+    return None
+
+
+def _batches(samples: list[Sample], batch_size: int) -> Iterator[list[tuple[Sample, Any]]]:
+    """Load samples in order and group consecutive same-size ones; failed loads come as 1-item groups."""
+    batch: list[tuple[Sample, Any]] = []
+    shape = None
+    for s in samples:
+        try:
+            pair = s.load()
+        except (SampleError, DataError) as exc:
+            if batch:
+                yield batch
+                batch, shape = [], None
+            yield [(s, exc)]
+            continue
+        if batch and (pair[0].shape != shape or len(batch) >= batch_size):
+            yield batch
+            batch = []
+        batch.append((s, pair))
+        shape = pair[0].shape
+    if batch:
+        yield batch
+
+
+def _face_mask(protocol: Protocol, samples: list[Sample]) -> list[bool]:
+    rule = protocol.face_samples
+    if not rule:
+        return [True] * len(samples)
+    return [all(s.attributes.get(k) in set(v) for k, v in rule.items()) for s in samples]
+
+
+def run_key(protocol: Protocol, model_meta: dict, metrics_meta: list[dict], data_identity: str) -> str:
+    blob = json.dumps(
+        {
+            "protocol": [protocol.name, protocol.version, protocol.hash],
+            "model": [model_meta["spec"], model_meta["class"], model_meta["args"], model_meta["weights"]],
+            "metrics": metrics_meta,
+            "data": data_identity,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def build_metrics(protocol: Protocol, extra: tuple[str, ...] = ()) -> tuple[list[Metric], dict[str, str]]:
+    """The protocol's metrics that can run here, and {name: reason} for those that cannot."""
+    metrics, unavailable = [], {}
+    from cals_bench.metrics import IMPORT_ERRORS, metric_registry
+
+    for name in dict.fromkeys([*protocol.all_metrics, *extra]):
+        if name not in metric_registry() and IMPORT_ERRORS:
+            failed = "; ".join(f"{m}: {e}" for m, e in IMPORT_ERRORS.items())
+            unavailable[name] = f"metric {name!r} is not registered because a metric module failed to import ({failed})"
+            continue
+        metric = build_metric(name, **protocol.metric_options.get(name, {}))
+        ok, reason = metric.available()
+        if ok:
+            metrics.append(metric)
+        else:
+            unavailable[name] = reason
+    return metrics, unavailable
+
+
+def build_extractors(protocol: Protocol) -> tuple[list[Any], dict[str, str]]:
+    """Feature extractors for the GPI audit (identity embeddings, pooled backbone features)."""
+    extractors, unavailable = [], {}
+    if not protocol.audit.gpi_features:
+        return extractors, unavailable
+    try:
+        from cals_bench import features
+    except ImportError as exc:
+        return [], {name: f"feature extractors unavailable: {exc}" for name in protocol.audit.gpi_features}
+    for name in protocol.audit.gpi_features:
+        try:
+            ext = features.build_extractor(name)
+        except Exception as exc:  # noqa: BLE001 - reported in the run record
+            unavailable[name] = str(exc)
+            continue
+        ok, reason = ext.available()
+        if ok:
+            extractors.append(ext)
+        else:
+            unavailable[name] = reason
+    return extractors, unavailable
+
+
+def summarise(scores: list[tuple[str, str, float]], directions: dict[str, bool]) -> dict[str, dict[str, float]]:
+    by: dict[str, list[float]] = {}
+    for _sid, metric, value in scores:
+        by.setdefault(metric, []).append(value)
+    out = {}
+    for metric, values in by.items():
+        arr = np.asarray(values, dtype=float)
+        finite = arr[~np.isnan(arr)]
+        out[metric] = {
+            "mean": float(finite.mean()) if finite.size else float("nan"),
+            "median": float(np.median(finite)) if finite.size else float("nan"),
+            "std": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
+            "count": int(finite.size),
+            "undefined": int(arr.size - finite.size),
+            "higher_is_better": directions.get(metric),
+        }
+    return out
+
+
+def evaluate(
+    protocol: Protocol,
+    model: str | Enhancer,
+    model_args: dict[str, Any] | None = None,
+    *,
+    data_root: str | Path | None = None,
+    store: Store | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    force: bool = False,
+    extra_metrics: tuple[str, ...] = (),
+    save_outputs: bool = True,
+    progress: bool = True,
+    command: list[str] | None = None,
+) -> RunResult:
+    """Score ``model`` on ``protocol``; resume an interrupted run with the same inputs; reuse a finished one."""
+    store = store or Store()
+    root, samples = load_samples(protocol, data_root)
+    problems = check_checksums(protocol, root)
+    if problems:
+        raise DataError(f"{problems[0]} ({len(problems)} file(s) differ from protocol {protocol.name})")
+    expected = protocol.dataset.expected_count
+    if expected is not None and len(samples) != expected:
+        raise DataError(f"{root}: found {len(samples)} samples, protocol {protocol.name} expects {expected}")
+
+    enhancer = model if isinstance(model, Enhancer) else load_enhancer(model, model_args)
+    spec = model if isinstance(model, str) else enhancer.name
+    metrics, unavailable = build_metrics(protocol, extra_metrics)
+    extractors, unavailable_features = build_extractors(protocol)
+    dev = pick_device(device)
+
+    model_meta = {**enhancer.metadata(), "spec": spec}
+    metrics_meta = [m.metadata() for m in metrics]
+    data_identity = "checksums" if protocol.dataset.checksums else str(Path(root).resolve()) if root else "builtin"
+    key = run_key(protocol, model_meta, metrics_meta, data_identity)
+
+    existing = store.find_by_key(key)
+    if existing and force:
+        store.delete_run(existing["run_id"])
+        existing = None
+    if existing and existing["status"] in ("finished", "finished-with-failures"):
+        return RunResult(
+            existing["run_id"], store.run_dir(existing["run_id"]), existing, existing.get("summary", {}),
+            [tuple(f) for f in existing.get("failures", [])], reused=True,
+        )
+
+    run_id = existing["run_id"] if existing else f"{slug(protocol.name)}__{slug(enhancer.name)}__{key[:10]}"
+    meta: dict[str, Any] = existing or {
+        "run_id": run_id,
+        "run_key": key,
+        "protocol": {
+            "name": protocol.name, "version": protocol.version, "hash": protocol.hash, "title": protocol.title,
+            "spec": protocol.to_dict(),
+        },
+        "model": model_meta,
+        "metrics": metrics_meta,
+        "metric_directions": {c: hib for m in metrics for c, hib in m.columns.items()},
+        "features": [e.metadata() for e in extractors],
+        "unavailable_metrics": {**unavailable, **unavailable_features},
+        "data_root": str(root) if root else None,
+        "n_samples": len(samples),
+        "seed": protocol.seed,
+        "environment": environment(dev),
+        "command": shlex.join(command) if command else None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "sessions": [],
+    }
+    run_dir = store.run_dir(run_id) if existing else store.create_run(run_id, key, meta)
+
+    done = store.done_ids(run_id)
+    pending = [s for s in samples if s.sample_id not in done]
+    enhancer.to(dev)
+    for m in metrics:
+        m.to(dev)
+        m.attach_cache(_feature_cache(store))
+    for e in extractors:
+        e.to(dev)
+        e.attach_cache(_feature_cache(store))
+
+    session_start = time.time()
+    failures = _score(
+        protocol, enhancer, metrics, extractors, pending, store, run_id, run_dir, dev,
+        batch_size or protocol.batch_size, save_outputs, progress, len(done), len(samples),
+    )
+
+    scores_df = store.scores(run_id)
+    directions = meta["metric_directions"]
+    summary = summarise(list(scores_df.itertuples(index=False, name=None)), directions)
+    samples_df = store.samples(run_id)
+    failed = samples_df[samples_df["status"] != "ok"]
+    all_failures = list(zip(failed["sample_id"], failed["error"]))
+    meta["sessions"] = [*meta.get("sessions", []), {"start": session_start, "seconds": time.time() - session_start,
+                                                   "scored": len(pending) - len(failures)}]
+    ok_times = samples_df.loc[samples_df["status"] == "ok", "time_ms"].astype(float)
+    meta["timing"] = {
+        "model_ms_per_sample_mean": float(ok_times.mean()) if len(ok_times) else None,
+        "model_ms_per_sample_median": float(ok_times.median()) if len(ok_times) else None,
+        "wall_seconds": sum(s["seconds"] for s in meta["sessions"]),
+    }
+    meta["summary"] = summary
+    meta["failures"] = all_failures
+    meta["undefined_reasons"] = _undefined_reasons(samples_df)
+    status = "finished" if not all_failures else "finished-with-failures"
+    meta["status"] = status
+    meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    store.export(run_id, "parquet", run_dir / "records.parquet")
+    store.update_meta(run_id, meta, status=status)
+    return RunResult(run_id, run_dir, meta, summary, all_failures)
+
+
+def _undefined_reasons(samples_df) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for notes in samples_df.get("notes", []):
+        for _metric, reason in (json.loads(notes) if notes else {}).items():
+            counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+_CACHES: dict[Path, Any] = {}
+
+
+def _feature_cache(store: Store) -> Any:
+    try:
+        from cals_bench.cache import FeatureCache
+    except ImportError:
+        return None
+    if store.cache_dir not in _CACHES:
+        _CACHES[store.cache_dir] = FeatureCache(store.cache_dir)
+    return _CACHES[store.cache_dir]
+
+
+def batch_seed(seed: int, first_sample_id: str) -> int:
+    return (int(seed) * 1_000_003 + zlib.crc32(first_sample_id.encode())) % (2**31 - 1)
+
+
+def _score(
+    protocol: Protocol,
+    enhancer: Enhancer,
+    metrics: list[Metric],
+    extractors: list[Any],
+    pending: list[Sample],
+    store: Store,
+    run_id: str,
+    run_dir: Path,
+    dev: torch.device,
+    batch_size: int,
+    save_outputs: bool,
+    progress: bool,
+    n_done: int,
+    n_total: int,
+) -> list[tuple[str, str]]:
+    from tqdm import tqdm
+
+    failures: list[tuple[str, str]] = []
+    leading_failures = 0
+    scored_any = n_done > 0
+    bar = tqdm(total=n_total, initial=n_done, desc=f"{protocol.name} x {enhancer.name}", unit="img",
+               disable=not progress, file=sys.stderr)
+
+    def fail(s: Sample, error: str) -> None:
+        failures.append((s.sample_id, error))
+        store.write_batch(run_id, [{"sample_id": s.sample_id, "status": "failed", "error": error,
+                                    "attributes": s.attributes}], [])
+        bar.write(f"[cals-bench] {s.sample_id}: {error}", file=sys.stderr)
+
+    for group in _batches(pending, batch_size):
+        if len(group) == 1 and isinstance(group[0][1], Exception):
+            fail(group[0][0], str(group[0][1]))
+            bar.update(1)
+            continue
+        batch = [s for s, _ in group]
+        low = torch.stack([to_tensor(p[0]) for _, p in group]).to(dev)
+        high = torch.stack([to_tensor(p[1]) for _, p in group]).to(dev)
+        try:
+            out, ms = _run_model(enhancer, low, high, batch_seed(protocol.seed, batch[0].sample_id), dev)
+        except Exception as exc:  # noqa: BLE001 - a model that raises fails its samples, not the run
+            msg = exc.args[0] if isinstance(exc, ModelOutputError) else f"model {enhancer.name} raised {type(exc).__name__}: {exc}"
+            for s in batch:
+                fail(s, msg)
+            bar.update(len(batch))
+            leading_failures += 1
+            if not scored_any and leading_failures >= MAX_LEADING_FAILURES:
+                bar.close()
+                raise CalsBenchError(f"stopping: {msg} (on every sample tried so far)") from exc
+            continue
+        # Per-image validation: a bad image fails alone.
+        good = []
+        for i, s in enumerate(batch):
+            reason = _check_values(out[i], enhancer.name)
+            if reason:
+                fail(s, reason)
+            else:
+                good.append(i)
+        if not good:
+            bar.update(len(batch))
+            continue
+        idx = torch.tensor(good, device=dev)
+        out_q = quantize(out.index_select(0, idx))
+        high_g = high.index_select(0, idx)
+        low_g = low.index_select(0, idx)
+        gsamples = [batch[i] for i in good]
+        contexts = [SampleContext(s.sample_id, s.reference_key(), low_g[j], s.attributes) for j, s in enumerate(gsamples)]
+        rows, scores, feats = _score_group(protocol, metrics, extractors, gsamples, contexts, out_q, high_g)
+        for j, s in enumerate(gsamples):
+            rows[j].update(time_ms=ms / len(batch), height=int(out_q.shape[-2]), width=int(out_q.shape[-1]))
+            if save_outputs:
+                write_png(run_dir / "outputs" / f"{output_name(s.sample_id)}.png", to_uint8(out_q[j]))
+        store.write_batch(run_id, rows, scores, feats)
+        scored_any = True
+        leading_failures = 0
+        bar.update(len(batch))
+    bar.close()
+    return failures
+
+
+def output_name(sample_id: str) -> str:
+    return slug(sample_id.replace("/", "__"), max_len=120)
+
+
+def _run_model(enhancer: Enhancer, low: torch.Tensor, high: torch.Tensor, seed: int, dev: torch.device):
+    torch.manual_seed(seed)
+    x, ph, pw = _pad(low, max(1, int(enhancer.pad_multiple)))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        if enhancer.uses_ground_truth:
+            ref, _, _ = _pad(high, max(1, int(enhancer.pad_multiple)))
+            out = enhancer.enhance_with_reference(x, ref)
+        else:
+            out = enhancer.enhance(x)
+        out = _validate_output(out, tuple(x.shape), enhancer.name)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    ms = (time.perf_counter() - t0) * 1000.0
+    h, w = low.shape[-2:]
+    return out[..., :h, :w], ms
+
+
+def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
+    face = _face_mask(protocol, samples)
+    rows = [{"sample_id": s.sample_id, "status": "ok", "attributes": s.attributes, "notes": {}} for s in samples]
+    scores: list[tuple[str, str, float]] = []
+    for metric in metrics:
+        sel = [i for i in range(len(samples)) if face[i]] if metric.face else list(range(len(samples)))
+        if not sel:
+            continue
+        idx = torch.tensor(sel, device=out_q.device)
+        try:
+            values = metric.score_batch(out_q.index_select(0, idx), high.index_select(0, idx), [contexts[i] for i in sel])
+            reasons = getattr(metric, "last_reasons", None) or [None] * len(sel)
+        except Exception as exc:  # noqa: BLE001 - recorded as NaN with the reason, never a silent zero
+            values = [{c: float("nan") for c in metric.columns} for _ in sel]
+            reasons = [f"{metric.name} failed: {type(exc).__name__}: {exc}"] * len(sel)
+        for k, i in enumerate(sel):
+            for col, v in values[k].items():
+                scores.append((samples[i].sample_id, col, float(v)))
+                if v != v and reasons[k]:
+                    rows[i]["notes"][col] = reasons[k]
+    feats = []
+    for ext in extractors:
+        sel = [i for i in range(len(samples)) if face[i]] if getattr(ext, "face", False) else list(range(len(samples)))
+        if not sel:
+            continue
+        idx = torch.tensor(sel, device=out_q.device)
+        ctx = [contexts[i] for i in sel]
+        ref_f = ext.extract(high.index_select(0, idx), ctx, role="reference")
+        out_f = ext.extract(out_q.index_select(0, idx), ctx, role="output")
+        for k, i in enumerate(sel):
+            if np.all(np.isfinite(ref_f[k])) and np.all(np.isfinite(out_f[k])):
+                feats.append((samples[i].sample_id, ext.name, "reference", ref_f[k]))
+                feats.append((samples[i].sample_id, ext.name, "output", out_f[k]))
+    return rows, scores, feats
+
+
+def format_summary(result: RunResult) -> str:
+    """A plain-text results table for the terminal."""
+    meta = result.meta
+    lines = [
+        f"protocol {meta['protocol']['name']} v{meta['protocol']['version']} "
+        f"(hash {meta['protocol']['hash'][:12]})  model {meta['model']['name']}"
+        + (f" {json.dumps(meta['model']['args'], sort_keys=True)}" if meta["model"].get("args") else ""),
+    ]
+    if meta["model"].get("uses_ground_truth"):
+        lines.append("FLAG: this model reads the ground truth at test time; not comparable with blind methods")
+    lines.append(f"{'metric':<14}{'mean':>10}{'median':>10}{'n':>6}  direction")
+    for metric, s in result.summary.items():
+        arrow = {True: "higher is better", False: "lower is better"}.get(s.get("higher_is_better"), "")
+        undefined = f"  ({s['undefined']} undefined)" if s.get("undefined") else ""
+        lines.append(f"{metric:<14}{_fmt(s['mean']):>10}{_fmt(s['median']):>10}{s['count']:>6}  {arrow}{undefined}")
+    for name, reason in meta.get("unavailable_metrics", {}).items():
+        lines.append(f"{name:<14}{'unavailable':>10}  {reason}")
+    if result.failures:
+        lines.append(f"{len(result.failures)} sample(s) failed:")
+        lines.extend(f"  {sid}: {err}" for sid, err in result.failures[:20])
+    timing = meta.get("timing") or {}
+    if timing.get("model_ms_per_sample_mean") is not None:
+        lines.append(f"model time {timing['model_ms_per_sample_mean']:.1f} ms/sample (mean)")
+    return "\n".join(lines)
+
+
+def _fmt(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "nan"
+    return f"{v:.4f}"

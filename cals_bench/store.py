@@ -1,0 +1,352 @@
+"""The results store: a SQLite index of runs and per-sample records, plus one folder per run.
+
+Layout under the results root (``--results``, ``$CALS_BENCH_RESULTS``, default ``./results``)::
+
+    index.sqlite            runs, samples, scores, features (WAL mode; one transaction per scored batch)
+    runs/<run_id>/run.json  provenance: protocol name/version/hash, model name/args/weight sha256, packages,
+                            device, git revision, seed, timings, summary (written atomically)
+    runs/<run_id>/records.parquet   per-sample long records, written when the run finishes
+    runs/<run_id>/outputs/<sample>.png   the model's outputs as scored (8-bit)
+    cache/                  the reference-feature cache shared by all runs
+
+A batch's scores, features and sample rows are committed in one transaction, so a run killed at any point
+(SIGKILL included) resumes with every sample scored exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cals_bench.errors import CalsBenchError
+
+ENV_RESULTS = "CALS_BENCH_RESULTS"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    run_key TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    protocol_version INTEGER NOT NULL,
+    protocol_hash TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_args TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    finished REAL,
+    n_samples INTEGER,
+    meta TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_key ON runs(run_key);
+CREATE INDEX IF NOT EXISTS runs_by_protocol ON runs(protocol, protocol_version);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    time_ms REAL,
+    height INTEGER,
+    width INTEGER,
+    attributes TEXT NOT NULL,
+    notes TEXT,
+    PRIMARY KEY (run_id, sample_id)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    run_id TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, sample_id, metric)
+);
+CREATE TABLE IF NOT EXISTS features (
+    run_id TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    extractor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, sample_id, extractor, role)
+);
+"""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(ENV_RESULTS) or "results")
+
+
+def slug(text: str, max_len: int = 48) -> str:
+    """A file-system-safe fragment of a model or protocol name."""
+    s = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.")
+    return (s or "x")[:max_len]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.part")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class Store:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.runs_dir = self.root / "runs"
+        self.cache_dir = self.root / "cache"
+        self.db_path = self.root / "index.sqlite"
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    # -- connections ----------------------------------------------------------------------------------
+    @contextmanager
+    def _connect(self):
+        con = sqlite3.connect(self.db_path, timeout=60)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA busy_timeout=60000")
+            yield con
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        finally:
+            con.close()
+
+    # -- runs -----------------------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def find_by_key(self, run_key: str) -> dict[str, Any] | None:
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT run_id FROM runs WHERE run_key=? ORDER BY created DESC LIMIT 1", (run_key,)
+            ).fetchone()
+        return self.get_run(row[0]) if row else None
+
+    def create_run(self, run_id: str, run_key: str, meta: dict[str, Any]) -> Path:
+        proto = meta["protocol"]
+        model = meta["model"]
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO runs (run_id, run_key, protocol, protocol_version, protocol_hash, model, model_args,"
+                " status, created, n_samples, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    run_key,
+                    proto["name"],
+                    proto["version"],
+                    proto["hash"],
+                    model["name"],
+                    json.dumps(model.get("args", {}), sort_keys=True),
+                    "running",
+                    time.time(),
+                    meta.get("n_samples"),
+                    json.dumps(meta, default=_json_default),
+                ),
+            )
+        d = self.run_dir(run_id)
+        (d / "outputs").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(d / "run.json", {**meta, "status": "running"})
+        return d
+
+    def delete_run(self, run_id: str) -> None:
+        import shutil
+
+        with self._connect() as con:
+            for table in ("runs", "samples", "scores", "features"):
+                con.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    def update_meta(self, run_id: str, meta: dict[str, Any], *, status: str | None = None) -> None:
+        with self._connect() as con:
+            if status:
+                con.execute(
+                    "UPDATE runs SET meta=?, status=?, finished=? WHERE run_id=?",
+                    (json.dumps(meta, default=_json_default), status, time.time(), run_id),
+                )
+            else:
+                con.execute("UPDATE runs SET meta=? WHERE run_id=?", (json.dumps(meta, default=_json_default), run_id))
+        write_json_atomic(self.run_dir(run_id) / "run.json", {**meta, "status": status or meta.get("status")})
+
+    def resolve_run_id(self, ref: str) -> str:
+        """A full run id from an id, a unique prefix, or ``latest``."""
+        with self._connect() as con:
+            if ref == "latest":
+                row = con.execute("SELECT run_id FROM runs ORDER BY created DESC LIMIT 1").fetchone()
+                if not row:
+                    raise CalsBenchError(f"no runs in {self.root}")
+                return row[0]
+            rows = con.execute("SELECT run_id FROM runs WHERE run_id LIKE ?", (ref.replace("%", "") + "%",)).fetchall()
+        exact = [r[0] for r in rows if r[0] == ref]
+        if exact:
+            return exact[0]
+        if len(rows) == 1:
+            return rows[0][0]
+        if not rows:
+            raise CalsBenchError(f"no run {ref!r} in {self.root} (`cals-bench runs list` shows them)")
+        raise CalsBenchError(f"run reference {ref!r} is ambiguous: {', '.join(r[0] for r in rows[:5])}")
+
+    def get_run(self, ref: str) -> dict[str, Any]:
+        run_id = self.resolve_run_id(ref)
+        with self._connect() as con:
+            row = con.execute("SELECT status, meta, created, finished FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        meta = json.loads(row[1])
+        meta.update(run_id=run_id, status=row[0], created=row[2], finished=row[3])
+        return meta
+
+    def list_runs(self, protocol: str | None = None) -> pd.DataFrame:
+        sql = "SELECT run_id, protocol, protocol_version, model, model_args, status, created, n_samples FROM runs"
+        params: tuple = ()
+        if protocol:
+            sql += " WHERE protocol=?"
+            params = (protocol,)
+        with self._connect() as con:
+            df = pd.read_sql_query(sql + " ORDER BY created", con, params=params)
+            counts = pd.read_sql_query(
+                "SELECT run_id, SUM(status='ok') AS n_scored, SUM(status!='ok') AS n_failed FROM samples GROUP BY run_id",
+                con,
+            )
+        df = df.merge(counts, on="run_id", how="left").fillna({"n_scored": 0, "n_failed": 0})
+        df["created"] = pd.to_datetime(df["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
+        return df
+
+    # -- samples --------------------------------------------------------------------------------------
+    def done_ids(self, run_id: str) -> set[str]:
+        with self._connect() as con:
+            rows = con.execute("SELECT sample_id FROM samples WHERE run_id=? AND status='ok'", (run_id,)).fetchall()
+        return {r[0] for r in rows}
+
+    def write_batch(
+        self,
+        run_id: str,
+        samples: Iterable[dict[str, Any]],
+        scores: Iterable[tuple[str, str, float]],
+        features: Iterable[tuple[str, str, str, np.ndarray]] = (),
+    ) -> None:
+        """Commit one batch: sample rows, (sample, metric, value) scores and (sample, extractor, role, vec)."""
+        with self._connect() as con:
+            for s in samples:
+                con.execute(
+                    "INSERT OR REPLACE INTO samples (run_id, sample_id, status, error, time_ms, height, width,"
+                    " attributes, notes) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        run_id,
+                        s["sample_id"],
+                        s["status"],
+                        s.get("error"),
+                        s.get("time_ms"),
+                        s.get("height"),
+                        s.get("width"),
+                        json.dumps(s.get("attributes", {}), sort_keys=True),
+                        json.dumps(s.get("notes", {}), sort_keys=True),
+                    ),
+                )
+            con.executemany(
+                "INSERT INTO scores (run_id, sample_id, metric, value) VALUES (?,?,?,?)",
+                [(run_id, sid, metric, _finite_or_none(v)) for sid, metric, v in scores],
+            )
+            con.executemany(
+                "INSERT INTO features (run_id, sample_id, extractor, role, dim, data) VALUES (?,?,?,?,?,?)",
+                [
+                    (run_id, sid, ext, role, int(vec.size), np.asarray(vec, dtype=np.float32).tobytes())
+                    for sid, ext, role, vec in features
+                ],
+            )
+
+    def samples(self, ref: str) -> pd.DataFrame:
+        run_id = self.resolve_run_id(ref)
+        with self._connect() as con:
+            df = pd.read_sql_query(
+                "SELECT sample_id, status, error, time_ms, height, width, attributes, notes FROM samples"
+                " WHERE run_id=? ORDER BY rowid",
+                con,
+                params=(run_id,),
+            )
+        attrs = pd.json_normalize(df["attributes"].map(json.loads).tolist())
+        attrs.columns = [f"attr.{c}" for c in attrs.columns]
+        return pd.concat([df.drop(columns=["attributes"]), attrs], axis=1)
+
+    def scores(self, ref: str) -> pd.DataFrame:
+        """Long per-sample records: sample_id, metric, value (NaN where undefined)."""
+        run_id = self.resolve_run_id(ref)
+        with self._connect() as con:
+            df = pd.read_sql_query(
+                "SELECT sample_id, metric, value FROM scores WHERE run_id=? ORDER BY rowid", con, params=(run_id,)
+            )
+        df["value"] = df["value"].astype(float)
+        return df
+
+    def records(self, ref: str) -> pd.DataFrame:
+        """Long records joined with sample attributes and timing: the export format."""
+        samples = self.samples(ref)
+        scores = self.scores(ref)
+        keep = ["sample_id", "time_ms", "height", "width"] + [c for c in samples.columns if c.startswith("attr.")]
+        return scores.merge(samples[samples["status"] == "ok"][keep], on="sample_id", how="left")
+
+    def features(self, ref: str, extractor: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(sample ids, reference features (n, d), output features (n, d)) of one extractor."""
+        run_id = self.resolve_run_id(ref)
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT sample_id, role, data FROM features WHERE run_id=? AND extractor=? ORDER BY rowid",
+                (run_id, extractor),
+            ).fetchall()
+        by: dict[str, dict[str, np.ndarray]] = {}
+        for sid, role, blob in rows:
+            by.setdefault(sid, {})[role] = np.frombuffer(blob, dtype=np.float32)
+        ids = [sid for sid, d in by.items() if "reference" in d and "output" in d]
+        if not ids:
+            return [], np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+        ref_arr = np.stack([by[s]["reference"] for s in ids])
+        out_arr = np.stack([by[s]["output"] for s in ids])
+        return ids, ref_arr, out_arr
+
+    def feature_names(self, ref: str) -> list[str]:
+        run_id = self.resolve_run_id(ref)
+        with self._connect() as con:
+            rows = con.execute("SELECT DISTINCT extractor FROM features WHERE run_id=?", (run_id,)).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def export(self, ref: str, fmt: str, out: Path | None = None) -> Path:
+        run_id = self.resolve_run_id(ref)
+        df = self.records(run_id)
+        out = out or self.run_dir(run_id) / f"records.{fmt}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+        elif fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        elif fmt == "json":
+            tmp.write_text(df.to_json(orient="records", indent=1))
+        else:
+            raise CalsBenchError(f"unknown export format {fmt!r} (csv, parquet, json)")
+        os.replace(tmp, out)
+        return out
+
+
+def _finite_or_none(v: float) -> float | None:
+    """SQLite has no NaN: undefined values are stored as NULL (read back as NaN). inf is kept."""
+    if v is None:
+        return None
+    v = float(v)
+    return None if v != v else v
