@@ -124,7 +124,7 @@ def run(protocol_name, model, model_args, data_root, results, device, batch_size
         click.echo("")
         click.echo(_leaderboard_text(store, proto.name))
     if as_json:
-        click.echo(json.dumps(outputs[0] if len(outputs) == 1 else outputs, default=_json_safe, allow_nan=False))
+        click.echo(json.dumps(_clean_nan(outputs[0] if len(outputs) == 1 else outputs), default=_json_safe, allow_nan=False))
     sys.exit(exit_code)
 
 

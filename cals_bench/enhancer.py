@@ -241,6 +241,16 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
 
 def _instantiate(obj: Any, kwargs: dict[str, Any], origin: str) -> Enhancer:
     if inspect.isclass(obj) and issubclass(obj, Enhancer):
+        accepted = _accepted_args(obj)
+        unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(accepted), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            valid = ", ".join(sorted(accepted)) or "none"
+            raise CalsBenchError(
+                f"model {getattr(obj, 'name', '') or origin!r} has no argument {unknown[0]!r}{hint} "
+                f"(valid arguments: {valid})"
+            )
         try:
             inst = obj(**kwargs)
         except TypeError as exc:
@@ -254,6 +264,22 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], origin: str) -> Enhancer:
     for key, value in kwargs.items():
         inst.args.setdefault(key, value)
     return inst
+
+
+def _accepted_args(cls: type) -> set[str] | None:
+    """Keyword arguments a class's constructor chain accepts (None when it takes **kwargs freely)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+        if klass is Enhancer:
+            return names
+    return None
 
 
 def _load_from_file(path_text: str, attr: str) -> Any:
