@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cals_bench.fairness import AuditInputError, AuditSettings, AuditSettingsError, group_tables, make_grouping
+from cals_bench.fairness import (
+    AuditInputError,
+    AuditSettings,
+    AuditSettingsError,
+    group_tables,
+    make_grouping,
+)
 from cals_bench.fairness.bootstrap import bootstrap_mean_median, percentile_interval, rng_for
 from cals_bench.fairness.frame import wide_records
 
@@ -69,7 +75,9 @@ def _masks(attrs: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
         masks[("context", c)] = (attrs["context"] == c).to_numpy()
     for g in attrs["gender"].unique():
         for c in attrs["context"].unique():
-            masks[("gender*context", f"{g}*{c}")] = ((attrs["gender"] == g) & (attrs["context"] == c)).to_numpy()
+            masks[("gender*context", f"{g}*{c}")] = (
+                (attrs["gender"] == g) & (attrs["context"] == c)
+            ).to_numpy()
     return masks
 
 
@@ -111,7 +119,10 @@ def test_worst_best_difference_ratio_are_direction_aware():
         assert row["ratio"] == pytest.approx(min(means.values()) / max(means.values()), rel=1e-12)
         assert row["difference_ci_low"] <= row["difference_ci_high"]
     # psnr is worse at night by construction (1.5 dB lower mean).
-    assert disparity[(disparity.grouping == "context") & (disparity.metric == "psnr")].iloc[0]["worst_group"] == "night"
+    assert (
+        disparity[(disparity.grouping == "context") & (disparity.metric == "psnr")].iloc[0]["worst_group"]
+        == "night"
+    )
 
 
 def test_vectorised_bootstrap_equals_a_loop_over_resamples():
@@ -125,7 +136,7 @@ def test_vectorised_bootstrap_equals_a_loop_over_resamples():
 
 
 def test_bootstrap_interval_matches_normal_theory_for_a_mean():
-    """For n = 2000 normal values the 95% percentile interval of the mean is close to mean +- 1.96 s/sqrt(n)."""
+    """n = 2000 normal values: the 95% percentile interval of the mean is near mean +- 1.96 s/sqrt(n)."""
     values = np.random.default_rng(11).standard_normal(2000)
     means, _ = bootstrap_mean_median(values, 4000, rng_for(0))
     lo, hi = percentile_interval(means, 0.95)

@@ -67,7 +67,8 @@ def test_gap_permutation_test_matches_exact_enumeration():
 
 def _records(values: dict[str, np.ndarray], ids: list[str]) -> pd.DataFrame:
     return pd.concat(
-        [pd.DataFrame({"sample_id": ids, "metric": m, "value": v}) for m, v in values.items()], ignore_index=True
+        [pd.DataFrame({"sample_id": ids, "metric": m, "value": v}) for m, v in values.items()],
+        ignore_index=True,
     )
 
 
@@ -140,7 +141,9 @@ def test_compare_equals_scipy_wilcoxon_on_masks_with_holm():
 def test_compare_finds_the_group_specific_regression():
     rec_a, rec_b, attrs, *_ = _two_models()
     settings = AuditSettings(group_by=("g",), min_group_size=20, bootstrap=1000)
-    out = compare(rec_a, rec_b, attrs, settings, directions={"psnr": True, "lpips": False}, label_a="new", label_b="old")
+    out = compare(
+        rec_a, rec_b, attrs, settings, directions={"psnr": True, "lpips": False}, label_a="new", label_b="old"
+    )
     psnr = out[out.metric == "psnr"].set_index("group")
     # On y, a - b = 0.5 dB (+ noise of sd 0.14 per pair, n = 120): CI must hold 0.5 and exclude 0.
     assert psnr.loc["y", "diff_ci_low"] < 0.5 < psnr.loc["y", "diff_ci_high"]
