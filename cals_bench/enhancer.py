@@ -36,7 +36,7 @@ from cals_bench.errors import CalsBenchError
 ENTRY_POINT_GROUP = "cals_bench.enhancers"
 # Modules whose import registers the built-in enhancers. A module that fails to import is reported by
 # `cals-bench models list` and skipped; it never hides the others.
-BUILTIN_MODULES = ("cals_bench.sanity", "baselines")
+BUILTIN_MODULES = ("cals_bench.sanity", "baselines", "cals_bench.train.checkpoint_enhancer")
 
 
 class Enhancer(abc.ABC):

@@ -1,0 +1,558 @@
+"""The training loop every trainer uses.
+
+:class:`Trainer` runs a validated :class:`~cals_bench.train.config.TrainConfig`: it lists the training
+pairs and holds out the validation split, builds the task's model, optimiser (Adam/AdamW), learning-rate
+schedule (linear warm-up, then cosine annealing to ``min_lr`` or constant) and, for fp16, a gradient scaler;
+wraps the model in DistributedDataParallel under torchrun, optionally in ``torch.compile``; and steps:
+autocast forward, backward, gradient clipping, a non-finite guard, optimiser and scheduler step, EMA
+updates. It logs to ``log.csv`` and ``loss_curve.png``, validates on the held-out split, and writes
+checkpoints (``step_NNNNNNN.pt``, ``last.pt``, ``best.pt``) from which :meth:`Trainer.fit` resumes exactly.
+
+Output folder layout::
+
+    config.yaml       the validated config (also inside every checkpoint)
+    split.json        the training and validation sample ids (validation = held out from the training split)
+    log.csv           losses per logging interval and validation metrics
+    loss_curve.png    the plot of log.csv
+    step_*.pt, last.pt, best.pt   checkpoints (best = highest validation PSNR)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from cals_bench.metrics.fidelity import peak_signal_noise_ratio, structural_similarity
+from cals_bench.train import checkpoint
+from cals_bench.train import distributed as dist_mod
+from cals_bench.train.config import (
+    OptimConfig,
+    RuntimeConfig,
+    ScheduleConfig,
+    TrainConfig,
+    config_from_json,
+    first_difference,
+    training_identity,
+)
+from cals_bench.train.data import CropDataset, StepBatchSampler, load_training_data, validation_images
+from cals_bench.train.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
+from cals_bench.train.logs import CsvLog, plot_curves
+from cals_bench.train.tasks import EmaPair, TrainableModel, build_model
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) :meth:`Trainer.fit` leaves: the step reached and the checkpoints."""
+
+    out_dir: Path
+    step: int
+    last: Path | None
+    best: Path | None
+    val: dict[str, float] = field(default_factory=dict)
+    best_val: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def selected(self) -> Path | None:
+        """The checkpoint chosen on the validation split (``best.pt``), else the last one."""
+        return self.best or self.last
+
+
+# ---------------------------------------------------------------------------------------------------------
+# building blocks (shared with benchmarks/train_speed.py)
+
+
+def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``runtime.amp`` on ``device`` (None = full precision)."""
+    if setting == "fp32":
+        return None
+    if setting == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if setting == "fp16" and device.type != "cuda":
+        raise ConfigError("runtime.amp: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
+    return torch.bfloat16 if setting == "bf16" else torch.float16
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per step: ``warmup_steps`` of linear warm-up from 1e-3 x lr, then cosine to ``min_lr`` or constant."""
+    sched = torch.optim.lr_scheduler
+    rest = cfg.steps - cfg.warmup_steps
+    main = (
+        sched.CosineAnnealingLR(opt, T_max=rest, eta_min=cfg.min_lr)
+        if cfg.name == "cosine"
+        else sched.ConstantLR(opt, factor=1.0, total_iters=0)
+    )
+    if not cfg.warmup_steps:
+        return main
+    warm = sched.LinearLR(opt, start_factor=1e-3, total_iters=cfg.warmup_steps)
+    return sched.SequentialLR(opt, [warm, main], milestones=[cfg.warmup_steps])
+
+
+@torch.no_grad()
+def ema_update(pair: EmaPair) -> None:
+    """``target <- m * target + (1 - m) * source`` for every parameter and floating buffer."""
+    tgt = [*pair.target.parameters(), *(b for b in pair.target.buffers() if b.is_floating_point())]
+    src = [*pair.source.parameters(), *(b for b in pair.source.buffers() if b.is_floating_point())]
+    for t, s in zip(tgt, src):
+        t.lerp_(s.detach(), 1.0 - pair.momentum)
+
+
+class StepRunner:
+    """One optimisation step, split where the loop must look before the weights change.
+
+    :meth:`forward_backward` zeroes gradients, runs the autocast forward and the (scaled) backward, then
+    unscales and clips; it returns the detached loss terms and the total gradient norm. :meth:`apply` steps
+    the optimiser (through the scaler), the schedule and the EMA pairs.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        model: TrainableModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        runtime: RuntimeConfig,
+        grad_clip: float,
+        device: torch.device,
+    ) -> None:
+        self.net, self.model, self.optimizer, self.scheduler = net, model, optimizer, scheduler
+        self.device = device
+        self.amp_dtype = resolve_amp(runtime.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
+        self.channels_last = runtime.channels_last
+        self.grad_clip = grad_clip
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.ema = model.ema_pairs()
+        self.ema_updates = 0
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward_backward(
+        self, low: torch.Tensor, high: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        low, high = self.prepare(low), self.prepare(high)
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            terms = self.net(low, high)
+        self.scaler.scale(terms["loss"]).backward()
+        self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if self.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        return {k: v.detach().float() for k, v in terms.items()}, norm.detach().float()
+
+    def apply(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        for pair in self.ema:
+            ema_update(pair)
+        self.ema_updates += 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def _ids_sha(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    return next((n for n, m in model.named_modules() if m is module), "?")
+
+
+class Trainer:
+    """Run (or resume) one training config. See the module docstring for what it writes.
+
+    ``resume``: None (fresh run; refused when ``out_dir`` already holds checkpoints), ``"auto"``
+    (``out_dir/last.pt``) or a checkpoint path. ``device``: as for ``cals-bench run`` (default cuda when
+    available). ``handle_signals``: turn SIGINT/SIGTERM into a checkpoint at the next step boundary.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        data_root: str | Path | None,
+        out_dir: str | Path,
+        resume: str | Path | None = None,
+        device: str | None = None,
+        progress: bool = True,
+        handle_signals: bool = False,
+    ) -> None:
+        self.config = config
+        self.data_root = data_root
+        self.out_dir = Path(out_dir)
+        self.resume = resume
+        self.device_name = device
+        self.progress = progress
+        self.handle_signals = handle_signals
+        self._stop_requested = False
+        self.last_checkpoint: Path | None = None
+        self.best: dict[str, Any] = {}
+
+    # -- resume -----------------------------------------------------------------------------------------
+    def _checkpoint_to_resume(self) -> tuple[Path | None, dict[str, Any] | None]:
+        if self.resume is None:
+            existing = sorted(self.out_dir.glob("step_*.pt")) + sorted(self.out_dir.glob("last.pt"))
+            if existing:
+                raise CheckpointError(
+                    f"{self.out_dir}: holds checkpoints of an earlier run ({existing[-1].name}); "
+                    "pass --resume to continue it or choose another --out"
+                )
+            return None, None
+        path = self.out_dir / "last.pt" if str(self.resume) == "auto" else Path(self.resume)
+        ckpt = checkpoint.load(path)
+        if ckpt["task"] != self.config.task:
+            raise CheckpointError(
+                f"{path}: checkpoint is for task {ckpt['task']!r}, not {self.config.task!r}"
+            )
+        try:
+            saved = config_from_json(ckpt["config"], f"{path} (saved config)")
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: its saved config no longer validates: {exc}") from exc
+        diff = first_difference(training_identity(saved), training_identity(self.config))
+        if diff:
+            raise CheckpointError(
+                f"{path}: the config differs from the checkpoint's at {diff}; an exact resume needs the same "
+                "config (only name, runtime.* and log.* may change)"
+            )
+        return path, ckpt
+
+    # -- main -------------------------------------------------------------------------------------------
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train to ``schedule.steps`` (or stop after global step ``stop_at``, checkpointing there)."""
+        cfg = self.config
+        ctx = dist_mod.setup(self.device_name)
+        torch.backends.cudnn.benchmark = not cfg.runtime.deterministic
+        if cfg.runtime.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        resume_path, ckpt = self._checkpoint_to_resume()  # before anything is written
+        data = load_training_data(cfg.data, self.data_root)
+        ids_sha = _ids_sha(data.train_ids)
+        if ckpt is not None and ckpt.get("position", {}).get("train_ids_sha256") not in (None, ids_sha):
+            raise CheckpointError(
+                f"{resume_path}: the training split differs from the checkpoint's "
+                f"({len(data.train)} pairs now); "
+                "an exact resume needs the same training data"
+            )
+
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.task, cfg.model)
+        if ckpt is not None:
+            checkpoint.check_architecture(resume_path, ckpt, cfg.task, model)
+        model.to(ctx.device)
+        if cfg.runtime.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.schedule)
+        net: nn.Module = model
+        if ctx.distributed:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+            )
+        if cfg.runtime.compile:
+            net = torch.compile(net)
+        runner = StepRunner(net, model, optimizer, scheduler, cfg.runtime, cfg.optim.grad_clip, ctx.device)
+
+        step = 0
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if ckpt.get("scaler"):
+                runner.scaler.load_state_dict(ckpt["scaler"])
+            checkpoint.set_rng_state(ckpt["rng"])
+            step = int(ckpt["step"])
+            runner.ema_updates = int(next(iter(ckpt.get("ema", {}).values()), {}).get("updates", step))
+            self.best = dict(ckpt.get("best", {}))
+            self.last_checkpoint = resume_path
+        else:
+            torch.manual_seed(cfg.seed + 1)  # the stream after initialisation, identical on every process
+
+        stop = cfg.schedule.steps if stop_at is None else min(stop_at, cfg.schedule.steps)
+        dataset = CropDataset(data.train, cfg.data.crop, cfg.data.flips, cfg.seed, cfg.data.cache_images)
+        sampler = StepBatchSampler(
+            len(data.train), cfg.optim.batch_size, cfg.seed, step, stop, ctx.rank, ctx.world
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=cfg.data.workers, pin_memory=ctx.device.type == "cuda"
+        )
+        terms_names = model.loss_terms()
+        log = CsvLog(self.out_dir / "log.csv", terms_names)
+        if ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            (self.out_dir / "split.json").write_text(
+                json.dumps(
+                    {
+                        "description": data.description,
+                        "root": str(data.root),
+                        "train": data.train_ids,
+                        "validation": [s.sample_id for s in data.val],
+                        "note": "validation is held out from the training split; the test split is not read",
+                    },
+                    indent=1,
+                )
+            )
+            log.start(step if ckpt is not None else None)
+        dist_mod.barrier(ctx)
+        val_set = validation_images(data.val, cfg.data.val_crop) if ctx.is_main and data.val else []
+
+        state = _LoopState(
+            model,
+            optimizer,
+            scheduler,
+            runner,
+            ctx,
+            sampler,
+            loader,
+            ids_sha,
+            terms_names,
+            log,
+            bool(data.val),
+            val_set,
+        )
+        with self._signals():
+            return self._loop(state, step, stop)
+
+    @contextlib.contextmanager
+    def _signals(self):
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            self._stop_requested = True
+
+        old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _loop(self, st: _LoopState, step: int, stop: int) -> TrainResult:
+        from tqdm import tqdm
+
+        cfg, ctx = self.config, st.ctx
+        bar = tqdm(
+            total=cfg.schedule.steps,
+            initial=step,
+            desc=cfg.name or cfg.task,
+            unit="step",
+            disable=not (self.progress and ctx.is_main),
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        sums = torch.zeros(len(st.terms) + 1, device=ctx.device, dtype=torch.float64)
+        count, t0 = 0, time.perf_counter()
+        last_val: dict[str, float] = {}
+        st.model.train()
+        for low, high in st.loader:
+            terms, gnorm = st.runner.forward_backward(low, high)
+            loss = terms["loss"]
+            bad_grad = not st.runner.scaler.is_enabled()
+            finite = torch.isfinite(loss) & (torch.isfinite(gnorm) if bad_grad else True)
+            flags = torch.stack(
+                [
+                    (~finite).double(),
+                    torch.tensor(float(self._stop_requested), device=ctx.device, dtype=torch.float64),
+                ]
+            )
+            flags = dist_mod.all_reduce_sum(flags, ctx).tolist()
+            if flags[0]:
+                bar.close()
+                self._diverged(step + 1, terms, gnorm)
+            st.runner.apply()
+            step += 1
+            sums += torch.stack([*(terms[k] for k in st.terms), gnorm]).double()
+            count += 1
+            bar.update(1)
+            if step % cfg.log.every == 0 or step == stop:
+                dist_mod.all_reduce_sum(sums, ctx)
+                means = (sums / (count * ctx.world)).tolist()
+                rate = count * cfg.optim.batch_size / max(time.perf_counter() - t0, 1e-9)
+                row = {
+                    "step": step,
+                    "epoch": step // st.sampler.steps_per_epoch,
+                    "kind": "train",
+                    "lr": st.optimizer.param_groups[0]["lr"],
+                    "grad_norm": means[-1],
+                    "images_per_s": rate,
+                    **dict(zip(st.terms, means[:-1])),
+                }
+                if ctx.is_main:
+                    st.log.write(row)
+                bar.set_postfix(loss=f"{means[0]:.4g}", lr=f"{row['lr']:.2e}")
+                sums.zero_()
+                count, t0 = 0, time.perf_counter()
+            validate = st.has_val and (step % cfg.log.val_every == 0 or step == cfg.schedule.steps)
+            if validate and ctx.is_main:
+                last_val = self._validate(st, step)
+            stopping = bool(flags[1]) or step == stop
+            if validate or step % cfg.log.checkpoint_every == 0 or stopping:
+                self._save(st, step, last_val, improved=validate and self._improved(last_val, step))
+                if ctx.is_main and cfg.log.plot:
+                    plot_curves(st.log.path, self.out_dir / "loss_curve.png", st.terms)
+            if flags[1] and step < stop:
+                bar.close()
+                raise TrainingInterrupted(
+                    f"interrupted at step {step}; checkpoint {self.last_checkpoint}; continue with --resume"
+                )
+            if stopping:
+                break
+        bar.close()
+        best = self.out_dir / "best.pt"
+        return TrainResult(
+            self.out_dir,
+            step,
+            self.last_checkpoint,
+            best if best.is_file() else None,
+            last_val,
+            dict(self.best),
+        )
+
+    def _diverged(self, step: int, terms: dict[str, torch.Tensor], gnorm: torch.Tensor) -> None:
+        parts = ", ".join(f"{k}={float(v):.6g}" for k, v in terms.items())
+        last = f"{self.last_checkpoint}" if self.last_checkpoint else "none (no checkpoint written yet)"
+        raise TrainingDiverged(
+            f"step {step}: non-finite loss ({parts}, grad_norm={float(gnorm):.6g}); the weights of step "
+            f"{step - 1} are not saved; last good checkpoint: {last}"
+        )
+
+    def _improved(self, val: dict[str, float], step: int) -> bool:
+        if not val or not math.isfinite(val.get("psnr", float("nan"))):
+            return False
+        if not self.best or val["psnr"] > self.best["psnr"]:
+            self.best = {"psnr": val["psnr"], "ssim": val["ssim"], "step": step}
+            return True
+        return False
+
+    @torch.no_grad()
+    def _validate(self, st: _LoopState, step: int) -> dict[str, float]:
+        enhancer = st.model.enhancer_module()
+        st.model.eval()
+        psnr, ssim = [], []
+        for _sid, low, high in st.val_set:
+            out = enhancer(low.to(st.ctx.device)).float().clamp(0, 1).cpu()
+            psnr.append(float(peak_signal_noise_ratio(out, high)[0]))
+            ssim.append(float(structural_similarity(out, high)[0]))
+        st.model.train()
+        val = {"psnr": sum(psnr) / len(psnr), "ssim": sum(ssim) / len(ssim)}
+        st.log.write(
+            {
+                "step": step,
+                "epoch": step // st.sampler.steps_per_epoch,
+                "kind": "val",
+                "val_psnr": val["psnr"],
+                "val_ssim": val["ssim"],
+            }
+        )
+        return val
+
+    def _save(self, st: _LoopState, step: int, val: dict[str, float], improved: bool) -> None:
+        ctx = st.ctx
+        if ctx.is_main:
+            payload = self._payload(st, step, val)
+            path = checkpoint.save(payload, self.out_dir / f"step_{step:07d}.pt")
+            _copy_atomic(path, self.out_dir / "last.pt")
+            if improved:
+                _copy_atomic(path, self.out_dir / "best.pt")
+            self._prune()
+        self.last_checkpoint = self.out_dir / "last.pt"
+        dist_mod.barrier(ctx)
+
+    def _prune(self) -> None:
+        keep = self.config.log.keep
+        if keep:
+            for old in sorted(self.out_dir.glob("step_*.pt"))[:-keep]:
+                old.unlink()
+
+    def _payload(self, st: _LoopState, step: int, val: dict[str, float]) -> dict[str, Any]:
+        spe = st.sampler.steps_per_epoch
+        return {
+            "format": checkpoint.FORMAT,
+            "task": self.config.task,
+            "config": self.config.to_json(),
+            "step": step,
+            "position": {
+                "step": step,
+                "epoch": step // spe,
+                "batch_in_epoch": step % spe,
+                "steps_per_epoch": spe,
+                "train_ids_sha256": st.ids_sha,
+            },
+            "model": st.model.state_dict(),
+            "ema": {
+                p.name: {
+                    "source": _module_name(st.model, p.source),
+                    "momentum": p.momentum,
+                    "updates": st.runner.ema_updates,
+                }
+                for p in st.runner.ema
+            },
+            "optimizer": st.optimizer.state_dict(),
+            "scheduler": st.scheduler.state_dict(),
+            "scaler": st.runner.scaler.state_dict() if st.runner.scaler.is_enabled() else {},
+            "rng": checkpoint.rng_state(),
+            "val": dict(val),
+            "best": dict(self.best),
+            "torch": str(torch.__version__),
+        }
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.part")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+@dataclass
+class _LoopState:
+    model: TrainableModel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    runner: StepRunner
+    ctx: dist_mod.DistContext
+    sampler: StepBatchSampler
+    loader: torch.utils.data.DataLoader
+    ids_sha: str
+    terms: tuple[str, ...]
+    log: CsvLog
+    has_val: bool
+    val_set: list
+
+
+def train(config: TrainConfig, **kwargs: Any) -> TrainResult:
+    """Shorthand: ``Trainer(config, **kwargs).fit(stop_at=...)``."""
+    stop_at = kwargs.pop("stop_at", None)
+    return Trainer(config, **kwargs).fit(stop_at=stop_at)
