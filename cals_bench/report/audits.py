@@ -1,0 +1,196 @@
+"""The report's one link to the fairness package: audit settings from a protocol, audits of stored runs.
+
+Every call into ``cals_bench.fairness`` made by the report lives here, so a change in the fairness API
+touches this module only. Audits are computed from the store's per-sample records (never from model
+outputs) and cached as ``audit.json`` beside the run's report; the cache key covers the run's identity and
+finish time, the settings and the fairness schema, so a rescored run or a changed protocol section is
+audited afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cals_bench.fairness import (
+    DEFINITIONS,
+    AuditResult,
+    AuditSettings,
+    audit,
+    compare,
+    group_tables,
+    make_grouping,
+    wide_records,
+)
+from cals_bench.store import Store
+
+# Protocol ``audit:`` keys with another name in AuditSettings (protocol specs stored before the rename).
+_RENAMED = {"error_metric": "gpi_metric"}
+# Protocol keys that are not settings: ``gpi_features`` names the stored feature extractors to audit.
+_NOT_SETTINGS = ("gpi_features",)
+
+__all__ = [
+    "DEFINITIONS",
+    "AuditResult",
+    "attributes_frame",
+    "audit_run",
+    "cached_audit",
+    "compare_runs",
+    "finite_records",
+    "group_labels",
+    "overall_rows",
+    "settings_for",
+]
+
+
+def settings_for(meta: Mapping[str, Any]) -> tuple[AuditSettings, list[str]]:
+    """AuditSettings from a run's stored protocol spec, and notes on protocol keys that were not used.
+
+    Keys named like AuditSettings fields map one-to-one; older specs' ``error_metric`` is ``gpi_metric``
+    and, lacking ``gpi_seed``, their sliced-GPI projections are seeded with the audit seed.
+    """
+    spec = dict(meta["protocol"]["spec"].get("audit") or {})
+    known = {f.name for f in dataclasses.fields(AuditSettings)}
+    values: dict[str, Any] = {}
+    notes: list[str] = []
+    for key, value in spec.items():
+        name = _RENAMED.get(key, key)
+        if name in known:
+            values[name] = tuple(value) if name == "group_by" else value
+        elif key not in _NOT_SETTINGS:
+            notes.append(f"protocol audit key {key!r} has no counterpart in the fairness settings (ignored)")
+    if "gpi_seed" not in values and "seed" in values:
+        values["gpi_seed"] = values["seed"]
+    return AuditSettings(**values), notes
+
+
+def attributes_frame(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per-sample attributes (index sample_id, one column per attribute, None where missing) of the
+    scored samples, from ``Store.samples``."""
+    cols = [c for c in samples.columns if c.startswith("attr.")]
+    ok = samples[samples["status"] == "ok"]
+    attrs = ok.set_index("sample_id")[cols].copy()
+    attrs.columns = [c[len("attr.") :] for c in cols]
+    return attrs.astype(object).where(attrs.notna(), None)
+
+
+def finite_records(records: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Records with infinite values set to NaN, and a note per metric that had some.
+
+    The store keeps ``inf`` (PSNR of an output identical to its reference); the audit takes finite values
+    or NaN only, so such samples count as undefined there and the report says so.
+    """
+    values = records["value"].astype(float)
+    bad = ~values.isna() & ~np.isfinite(values.to_numpy())
+    if not bad.any():
+        return records, []
+    notes = [
+        f"{int(n)} value(s) of {metric} are infinite (e.g. PSNR of an output identical to its reference); "
+        "the audit counts them as undefined"
+        for metric, n in records.loc[bad, "metric"].value_counts().sort_index().items()
+    ]
+    out = records.copy()
+    out.loc[bad, "value"] = np.nan
+    return out, notes
+
+
+def group_labels(
+    attributes: pd.DataFrame, settings: AuditSettings, sample_ids: list[str]
+) -> dict[str, pd.Series]:
+    """``{grouping name: group label per sample}`` (None where an attribute is missing), as the audit
+    groups them."""
+    out = {}
+    for spec in settings.group_by:
+        g = make_grouping(spec, sample_ids, attributes)
+        out[g.name] = pd.Series(list(g.labels), index=list(g.sample_ids), dtype=object)
+    return out
+
+
+def _features(store: Store, run_id: str) -> dict[str, tuple[Any, Any, list[str]]]:
+    out = {}
+    for name in store.feature_names(run_id):
+        ids, ref, outputs = store.features(run_id, name)
+        if ids:
+            out[name] = (ref, outputs, ids)
+    return out
+
+
+def _cache_key(meta: Mapping[str, Any], settings: AuditSettings, features: list[str]) -> str:
+    ident = {
+        "run_id": meta["run_id"],
+        "run_key": meta.get("run_key"),
+        "finished": meta.get("finished"),
+        "finished_at": meta.get("finished_at"),
+        "settings": settings.to_dict(),
+        "schema": AuditResult.schema,
+        "features": sorted(features),
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def audit_run(store: Store, meta: Mapping[str, Any]) -> tuple[AuditResult, list[str]]:
+    """Audit one stored run with its protocol's settings; returns the result and the report's notes."""
+    run_id = meta["run_id"]
+    settings, notes = settings_for(meta)
+    records, inf_notes = finite_records(store.scores(run_id))
+    notes += inf_notes
+    attrs = attributes_frame(store.samples(run_id))
+    directions = dict(meta.get("metric_directions") or {})
+    result = audit(records, attrs, settings, directions=directions, features=_features(store, run_id) or None)
+    return result, notes
+
+
+def cached_audit(store: Store, meta: Mapping[str, Any], cache_file: Path) -> tuple[AuditResult, list[str]]:
+    """``audit_run`` through a JSON cache at ``cache_file`` (written atomically)."""
+    settings, _ = settings_for(meta)
+    key = _cache_key(meta, settings, store.feature_names(meta["run_id"]))
+    if cache_file.is_file():
+        try:
+            data = json.loads(cache_file.read_text())
+            if data.get("cache_key") == key:
+                return AuditResult.from_dict(data), list(data.get("report_notes", []))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable or from another schema: recompute
+    result, notes = audit_run(store, meta)
+    payload = {**result.to_dict(), "cache_key": key, "run_id": meta["run_id"], "report_notes": notes}
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
+    os.replace(tmp, cache_file)
+    return result, notes
+
+
+def overall_rows(records: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
+    """Overall mean/median rows with bootstrap intervals, as the audit computes them (no groups, no GPI).
+
+    Used where only the overall figures are needed; identical to the audit's ``overall`` rows for the same
+    settings (same resamples, same seed).
+    """
+    settings, _ = settings_for(meta)
+    directions = dict(meta.get("metric_directions") or {})
+    wide = wide_records(finite_records(records)[0], directions)
+    groups, _ = group_tables(wide, [], directions, settings)
+    return groups
+
+
+def compare_runs(
+    store: Store, meta_a: Mapping[str, Any], meta_b: Mapping[str, Any], labels: tuple[str, str] = ("A", "B")
+) -> tuple[pd.DataFrame, AuditSettings]:
+    """Paired comparison of two runs (fairness ``compare``) with run A's protocol settings."""
+    settings, _ = settings_for(meta_a)
+    directions = {**(meta_b.get("metric_directions") or {}), **(meta_a.get("metric_directions") or {})}
+    rec_a = finite_records(store.scores(meta_a["run_id"]))[0]
+    rec_b = finite_records(store.scores(meta_b["run_id"]))[0]
+    attrs = attributes_frame(store.samples(meta_a["run_id"]))
+    table = compare(
+        rec_a, rec_b, attrs, settings, directions=directions, label_a=labels[0], label_b=labels[1]
+    )
+    return table, settings

@@ -1,0 +1,131 @@
+"""Click commands ``report``, ``leaderboard`` and ``compare``; ``cals_bench/cli.py`` registers them.
+
+Paths of written HTML go to stdout (last line); Markdown, LaTeX and CSV leaderboards go to stdout unless
+``--out`` names a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+results_option = click.option(
+    "--results",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="CALS_BENCH_RESULTS",
+    help="Results folder (default ./results; env CALS_BENCH_RESULTS).",
+)
+reports_option = click.option(
+    "--reports",
+    "reports_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="CALS_BENCH_REPORTS",
+    help="Reports folder (default ./reports; env CALS_BENCH_REPORTS).",
+)
+
+
+def _store(results: str | None):
+    from cals_bench.store import Store
+
+    return Store(results)
+
+
+@click.command("report")
+@click.argument("run_ref")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Report folder (default: under the reports folder).",
+)
+@results_option
+@reports_option
+def report(run_ref, out, results, reports_dir):
+    """Render a run's audit report (RUN: id, unique prefix or 'latest'); prints the path of its index.html.
+
+    \b
+    Examples:
+      cals-bench report latest
+      cals-bench report lol-v1__zero-dce --out /tmp/zero-dce-report
+    """
+    from cals_bench.report import render_audit
+
+    click.echo(str(render_audit(_store(results), run_ref, out, root=reports_dir)))
+
+
+@click.command("leaderboard")
+@click.option("--protocol", "protocol_name", required=True, help="Protocol name (as stored with the runs).")
+@click.option(
+    "--version", "protocol_version", type=int, default=None, help="Protocol version (default: newest)."
+)
+@click.option("--html", "fmt", flag_value="html", default=True, help="Write the HTML leaderboard (default).")
+@click.option("--markdown", "fmt", flag_value="markdown", help="Print a Markdown table.")
+@click.option("--latex", "fmt", flag_value="latex", help="Print a LaTeX (booktabs) table.")
+@click.option("--csv", "fmt", flag_value="csv", help="Print CSV with full-precision numbers.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Output file (HTML default: under --reports).",
+)
+@click.option(
+    "--no-audits",
+    is_flag=True,
+    help="HTML: do not render missing audit pages (rows link only to existing ones).",
+)
+@results_option
+@reports_option
+def leaderboard(protocol_name, protocol_version, fmt, out, no_audits, results, reports_dir):
+    """Leaderboard of every stored run of a protocol version: HTML, Markdown, LaTeX or CSV.
+
+    \b
+    Examples:
+      cals-bench leaderboard --protocol lol-v1 --html
+      cals-bench leaderboard --protocol lol-v1 --markdown > lol-v1.md
+      cals-bench leaderboard --protocol lol-v1 --latex --out table.tex
+    """
+    from cals_bench.report import build_leaderboard, leaderboard_text, render_leaderboard
+
+    store = _store(results)
+    if fmt == "html":
+        path = render_leaderboard(
+            store,
+            protocol_name,
+            protocol_version,
+            root=reports_dir,
+            out=out,
+            audit_pages="existing" if no_audits else "missing",
+        )
+        click.echo(str(path))
+        return
+    text = leaderboard_text(build_leaderboard(store, protocol_name, protocol_version, root=reports_dir), fmt)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(out)
+    else:
+        click.echo(text, nl=False)
+
+
+@click.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder.")
+@results_option
+@reports_option
+def compare(run_a, run_b, out, results, reports_dir):
+    """Compare two runs of one protocol: paired differences per metric and group, with paired tests.
+
+    \b
+    Example:
+      cals-bench compare lol-v1__zero-dce lol-v1__identity
+    """
+    from cals_bench.report import render_comparison
+
+    click.echo(str(render_comparison(_store(results), run_a, run_b, out, root=reports_dir)))
+
+
+COMMANDS = (report, leaderboard, compare)

@@ -1,0 +1,53 @@
+"""Where reports are written, and relative links between them.
+
+Default root: ``$CALS_BENCH_REPORTS``, else ``./reports``. Inside it::
+
+    <protocol>-v<version>/leaderboard.html (+ .md, .tex, .csv)
+    <protocol>-v<version>/runs/<run_id>/index.html     one run's audit (plots/, images/, tables, audit.json)
+    <protocol>-v<version>/compare/<run_a>__vs__<run_b>/index.html
+
+Every page links to its assets and to the other pages by relative paths, so a folder opens from the file
+system and can be moved or archived as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from cals_bench.store import slug
+
+ENV_REPORTS = "CALS_BENCH_REPORTS"
+
+
+def reports_root(root: str | Path | None = None) -> Path:
+    """The reports folder: ``root`` if given, else ``$CALS_BENCH_REPORTS``, else ``./reports``."""
+    return Path(root) if root else Path(os.environ.get(ENV_REPORTS) or "reports")
+
+
+def protocol_folder(root: Path, name: str, version: int) -> Path:
+    return root / f"{slug(name)}-v{int(version)}"
+
+
+def run_folder(root: Path, meta: Mapping[str, Any]) -> Path:
+    proto = meta["protocol"]
+    return protocol_folder(root, proto["name"], proto["version"]) / "runs" / slug(meta["run_id"], 120)
+
+
+def leaderboard_file(root: Path, name: str, version: int) -> Path:
+    return protocol_folder(root, name, version) / "leaderboard.html"
+
+
+def compare_folder(root: Path, meta_a: Mapping[str, Any], meta_b: Mapping[str, Any]) -> Path:
+    proto = meta_a["protocol"]
+    name = f"{slug(meta_a['run_id'], 80)}__vs__{slug(meta_b['run_id'], 80)}"
+    return protocol_folder(root, proto["name"], proto["version"]) / "compare" / name
+
+
+def href(target: Path, from_dir: Path) -> str:
+    """A relative URL from the folder ``from_dir`` to ``target``, percent-encoded per path segment."""
+    rel = os.path.relpath(Path(target).resolve(), Path(from_dir).resolve())
+    return "/".join(quote(part) for part in Path(rel).parts)

@@ -1,0 +1,91 @@
+"""Facts about a stored run that every page shows the same way: flags, model arguments, sample counts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cals_bench.report.formatting import GT_MEAN_COLUMNS, metric_label
+
+FINISHED = ("finished", "finished-with-failures")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A badge: ``kind`` picks its style (sanity, gt, gtmean, missing, failed), ``title`` explains it."""
+
+    kind: str
+    text: str
+    title: str
+
+
+def model_args_text(meta: Mapping[str, Any]) -> str:
+    """The model's constructor arguments as compact JSON (keys sorted), empty when there are none."""
+    args = (meta.get("model") or {}).get("args") or {}
+    return json.dumps(args, sort_keys=True, ensure_ascii=False) if args else ""
+
+
+def run_flags(meta: Mapping[str, Any]) -> list[Flag]:
+    """Flags a reader must see before comparing this run with others."""
+    model = meta.get("model") or {}
+    flags: list[Flag] = []
+    if model.get("sanity"):
+        flags.append(
+            Flag(
+                "sanity",
+                "sanity row",
+                "a trivial reference model (identity, gamma, ...): the score of doing "
+                "(almost) nothing, kept on every leaderboard as a floor",
+            )
+        )
+    if model.get("uses_ground_truth"):
+        flags.append(
+            Flag(
+                "gt",
+                "GT-guided",
+                "this model reads the ground-truth reference at test time; its scores are "
+                "not comparable with blind methods",
+            )
+        )
+    gtm = [c for c in GT_MEAN_COLUMNS if c in (meta.get("summary") or {})]
+    if gtm:
+        flags.append(
+            Flag(
+                "gtmean",
+                "GT-mean columns",
+                f"{', '.join(metric_label(c) for c in gtm)}: the output's mean is "
+                "rescaled to the reference's before scoring (a diagnostic that uses the ground truth; "
+                "inflates LOL PSNR by 2-5 dB); never the headline",
+            )
+        )
+    missing = meta.get("unavailable_metrics") or {}
+    if missing:
+        reasons = "; ".join(f"{k}: {v}" for k, v in missing.items())
+        flags.append(Flag("missing", f"missing: {', '.join(missing)}", f"not scored in this run ({reasons})"))
+    failures = meta.get("failures") or []
+    if failures:
+        flags.append(
+            Flag(
+                "failed",
+                f"{len(failures)} failed",
+                f"{len(failures)} sample(s) could not be scored; means are over the others",
+            )
+        )
+    if meta.get("status") not in FINISHED:
+        flags.append(
+            Flag("missing", f"status: {meta.get('status')}", "the run has not finished; figures are partial")
+        )
+    return flags
+
+
+def sample_counts(meta: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(scored, total, failed) samples of a run, from its record."""
+    total = int(meta.get("n_samples") or 0)
+    failed = len(meta.get("failures") or [])
+    counts = [
+        int(s.get("count", 0)) + int(s.get("undefined", 0)) for s in (meta.get("summary") or {}).values()
+    ]
+    scored = max(counts) if counts else max(0, total - failed)
+    return scored, total, failed
