@@ -265,7 +265,7 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
     # -- contract ---------------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
         try:
-            self._load()
+            self.load_model()
         except WeightsError as exc:
             return False, f"lpips ({self.net}): {exc}"
         return True, ""
@@ -286,7 +286,7 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
             raise SampleError(
                 f"lpips: output {tuple(output.shape)} and reference {tuple(reference.shape)} differ"
             )
-        model = self._load()
+        model = self.load_model()
         with torch.inference_mode():
             out_f, ref_f = self.pair_features(output, reference, contexts)
             d = lpips_from_features(out_f, ref_f, model.heads)
@@ -294,7 +294,8 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
         return [{"lpips": float(v)} for v in d.cpu()]
 
     # -- features and the reference cache -----------------------------------------------------------
-    def _load(self) -> LpipsModel:
+    def load_model(self) -> LpipsModel:
+        """Load (once) the checksummed backbone and heads; raises WeightsError when they are missing."""
         if self.model is None:
             self.model = LpipsModel.from_registry(self.net).to(self.device)
             self.weights_used = dict(self.model.weights_used)
@@ -304,7 +305,7 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
         """The cache key of a sample's reference features (None when the sample has no reference_key)."""
         if not ctx.reference_key:
             return None
-        model = self._load()
+        model = self.load_model()
         ident = {model.layout.backbone_weights: model.weights_identity[model.layout.backbone_weights]}
         return CacheKey.make(
             f"lpips-features/{self.net}", ctx.reference_key, ident, preprocessing_tag(self.net)
@@ -315,7 +316,7 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Normalised features of the outputs (always computed) and of the references (from the cache
         where present; computed in the same backbone pass and stored otherwise)."""
-        model = self._load()
+        model = self.load_model()
         b = output.shape[0]
         keys = [self.cache_key(c) if self.cache is not None else None for c in contexts]
         cached = [self.cache.get(k) if k is not None else None for k in keys]
