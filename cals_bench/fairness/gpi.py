@@ -341,7 +341,8 @@ def metric_gpi_tables(
     """1-D GPI on a per-image metric: per group, W1 between its values and the pooled compared values.
 
     The pool holds the valid values of every compared (not small) group, so it is the same under the
-    permutation null; if no group is large enough, the pool is every labelled valid value.
+    permutation null; with fewer than two compared groups (no gap, no test) the pool is every labelled
+    valid value.
     """
     rows: list[dict] = []
     summaries: list[dict] = []
@@ -350,7 +351,10 @@ def metric_gpi_tables(
     for grouping in groupings:
         members = _grouping_members(grouping, valid)
         compared = [m for m in members if m.size >= settings.min_group_size]
-        pool_members = np.concatenate(compared) if compared else np.flatnonzero(valid & (grouping.codes >= 0))
+        if len(compared) >= 2:
+            pool_members = np.concatenate(compared)
+        else:
+            pool_members = np.flatnonzero(valid & (grouping.codes >= 0))
         head = {"kind": KIND_METRIC_1D, "feature": metric, "grouping": grouping.name}
         summary_extra = {
             "dim": 1,
