@@ -148,10 +148,15 @@ def illumination_system(ah: np.ndarray, av: np.ndarray, alpha: float) -> sp.csc_
     diag = 1.0 + eh + ev
     diag[1:] += eh[:-1]
     diag[w:] += ev[:-w]
+    bands, offsets = [diag], [0]
+    if w > 1:  # a single column has no horizontal coupling (and offset 1 would repeat the vertical one)
+        bands += [-eh[:-1], -eh[:-1]]
+        offsets += [1, -1]
+    if h > 1:
+        bands += [-ev[:-w], -ev[:-w]]
+        offsets += [w, -w]
     n = h * w
-    return sp.diags(
-        [diag, -eh[:-1], -eh[:-1], -ev[:-w], -ev[:-w]], [0, 1, -1, w, -w], shape=(n, n), format="csc"
-    )
+    return sp.diags(bands, offsets, shape=(n, n), format="csc")
 
 
 def sped_up_objective(
