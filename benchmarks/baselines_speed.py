@@ -6,7 +6,9 @@ models added by anyone appear without editing this file) it builds the default v
 in [0, 1], reflect-padded at the bottom/right to the model's ``pad_multiple`` (padding included in the time),
 under ``torch.inference_mode()``; models that read the reference at test time (flagged ``[GT]``) are timed
 through ``enhance_with_reference``. One warm-up call, then the median (and min) of ``--repeats`` calls, in
-milliseconds; on CUDA the device is synchronised around each call. A model that cannot be built (weights
+milliseconds; on CUDA the device is synchronised around each call. On the CPU the process CPU time of each
+call is recorded too (``cpu-time``, summed over threads): on a shared machine wall time grows with the other
+processes' load (printed in the header) while CPU time mostly does not. A model that cannot be built (weights
 missing offline, a failed checksum, an optional dependency absent) is listed as ``unavailable`` with the
 reason, and a device on which it fails gets ``failed`` with the reason; neither stops the others.
 
@@ -65,8 +67,8 @@ def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def time_model(
     model, low: torch.Tensor, high: torch.Tensor, device: torch.device, repeats: int
-) -> list[float]:
-    """Wall times in ms of ``repeats`` calls after one warm-up, padding included, on ``device``."""
+) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU times in ms of ``repeats`` calls after one warm-up, padding included."""
     model.to(device)
     multiple = max(1, int(getattr(model, "pad_multiple", 1) or 1))
     low, high = low.to(device), high.to(device)
@@ -86,14 +88,15 @@ def time_model(
             raise RuntimeError(f"returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
 
     call()
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         call()
         sync()
         times.append((time.perf_counter() - t0) * 1000.0)
-    return times
+        cpu_times.append((time.process_time() - c0) * 1000.0)
+    return times, cpu_times
 
 
 def model_specs(only: list[str] | None, all_variants: bool, skip_sanity: bool) -> list[str]:
@@ -133,7 +136,7 @@ def measure(spec: str, devices: list[str], low, high, repeats: int) -> dict[str,
     }
     for dev in devices:
         try:
-            times = time_model(model, low, high, torch.device(dev), repeats)
+            times, cpu_times = time_model(model, low, high, torch.device(dev), repeats)
         except Exception as exc:  # noqa: BLE001
             row[dev] = {"status": "failed", "reason": one_line(exc)}
             continue
@@ -143,13 +146,16 @@ def measure(spec: str, devices: list[str], low, high, repeats: int) -> dict[str,
             "min_ms": min(times),
             "runs": times,
         }
+        if dev == "cpu":
+            row[dev]["cpu_time_median_ms"] = statistics.median(cpu_times)
+            row[dev]["cpu_time_runs"] = cpu_times
     model.to("cpu")
     return row
 
 
 def format_table(rows: list[dict[str, Any]], devices: list[str]) -> str:
     head = f"{'model':<28}{'params':>11}{'pad':>5}" + "".join(
-        f"{d + ' ms: median (min)':>26}" for d in devices
+        f"{d + ' ms: median (min)':>26}" + (f"{'cpu-time ms':>14}" if d == "cpu" else "") for d in devices
     )
     lines = [head, "-" * len(head)]
     notes = []
@@ -163,8 +169,10 @@ def format_table(rows: list[dict[str, Any]], devices: list[str]) -> str:
             cell = row[dev]
             if cell["status"] == "ok":
                 line += f"{cell['median_ms']:>16.1f} ({cell['min_ms']:.1f})".rjust(26)
+                if dev == "cpu":
+                    line += f"{cell['cpu_time_median_ms']:>14.1f}"
             else:
-                line += f"{'failed':>26}"
+                line += f"{'failed':>26}" + (f"{'':>14}" if dev == "cpu" else "")
                 notes.append(f"  {row['model']} on {dev}: {cell['reason']}")
         lines.append(line)
     return "\n".join(lines + notes)
@@ -209,9 +217,13 @@ def main() -> None:
     unmatched = [p for p in args.only or [] if not any(fnmatch.fnmatch(s.split("@")[0], p) for s in specs)]
     rows = [measure(spec, devices, low, high, args.repeats) for spec in specs]
 
+    load = "n/a"
+    if hasattr(os, "getloadavg"):
+        load = "/".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
     print(
         f"Enhancer time per 600x400 image: median (min) of {args.repeats} calls after one warm-up, padding "
-        f"included; torch {torch.__version__}, {args.threads} CPU threads; input: {source}"
+        f"included; torch {torch.__version__}, {args.threads} CPU threads; input: {source}; "
+        f"load average at the end {load}"
     )
     if "cuda" in devices:
         print(f"CUDA: {torch.cuda.get_device_name()}")
@@ -227,6 +239,7 @@ def main() -> None:
             "threads": args.threads,
             "repeats": args.repeats,
             "torch": torch.__version__,
+            "load_average": load,
             "rows": rows,
             "import_errors": errors,
         }
