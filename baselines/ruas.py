@@ -148,13 +148,13 @@ class RUAS(VariantEnhancer):
     Enhancement, CVPR 2021.
 
     Weights (KarelZhang/RUAS @ f621bb1; no licence stated upstream): one checkpoint per variant,
-    ``ckpt/{lol,upe,dark}.pt`` (``llie/ruas-<variant>``: trained on LOL, MIT-Adobe FiveK "UPE", DarkFace),
-    each a full ``Network`` state dict (``enhance_net.*`` + ``denoise_net.*``), plus ``model/denoise.pt``
-    (``llie/ruas-denoise``, ``denoise_net`` only). The upstream ``Network()`` constructor loads ``denoise.pt``
-    into ``denoise_net`` and ``test.py`` then loads the variant checkpoint over the whole network, so every
-    ``denoise_net`` tensor is replaced by the checkpoint's (they differ from ``denoise.pt`` by up to 4.6e-3):
-    we follow the same order (both loads strict, both hashes recorded), hence ``denoise.pt`` has no effect on
-    outputs.
+    ``ckpt/{lol,upe,dark}.pt`` (``llie/ruas-<variant>``; per the upstream README trained on LOL, MIT5K,
+    DarkFace), each a full ``Network`` state dict (``enhance_net.*`` + ``denoise_net.*``), plus
+    ``model/denoise.pt`` (``llie/ruas-denoise``, ``denoise_net`` only). The upstream ``Network()`` constructor
+    loads ``denoise.pt`` into ``denoise_net`` and ``test.py`` then loads the variant checkpoint over the whole
+    network, so every ``denoise_net`` tensor is replaced by the checkpoint's (they differ from ``denoise.pt``,
+    by up to 4.6e-3 for lol): we follow the same order (both loads strict, both hashes recorded), hence
+    ``denoise.pt`` has no effect on outputs.
 
     Upstream test-time procedure (``test.py``): ``ToTensor`` input, ``u_list, _ = model(x)``; for ``lol`` it
     saves ``u_list[-1]`` (the denoiser output, **not clamped**), for ``upe`` and ``dark`` ``u_list[-2]`` (the

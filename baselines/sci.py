@@ -85,8 +85,8 @@ class SCI(VariantEnhancer):
     Paper: Toward Fast, Flexible, and Robust Low-Light Image Enhancement, CVPR 2022. Unsupervised training.
 
     Weights (vis-opt-group/SCI @ 9d28a3f, ``weights/{easy,medium,difficult}.pt``, licence MIT), one per
-    variant: ``easy`` (trained on MIT-Adobe FiveK-like mild low light), ``medium`` (the LOL/LSRW setting;
-    default), ``difficult`` (DarkFace-like very dark images). Each file is the full training state dict
+    variant: ``easy``, ``medium`` (the default, as in the upstream's Cog demo) and ``difficult``; the upstream
+    README names them without describing their training data. Each file is the full training state dict
     (``enhance.*`` and ``calibrate.*``). Upstream's ``Finetunemodel`` keeps the ``enhance.*`` keys silently;
     we instead load the whole file strictly into :class:`SCITrainingNet` (so a wrong or truncated file fails)
     and keep its ``enhance`` part, in eval mode (BatchNorm uses its running statistics, as upstream's
