@@ -73,7 +73,12 @@ def test_biased_group_found_by_metrics_gpi_and_tests(result):
     one_d = s[(s.kind == "metric_1d") & (s.grouping == "group")].iloc[0]
     assert one_d["feature"] == "lpips" and one_d["significant"]
     t = result.tests
-    assert set(t.family) == {"kruskal_wallis", "gap_permutation", "gpi_gap_permutation", "gpi_1d_gap_permutation"}
+    assert set(t.family) == {
+        "kruskal_wallis",
+        "gap_permutation",
+        "gpi_gap_permutation",
+        "gpi_1d_gap_permutation",
+    }
     for _, fam in t.groupby("family"):
         from cals_bench.fairness import holm
 
@@ -119,8 +124,13 @@ def test_text_rendering_shows_every_part(result):
 
 def test_audit_is_deterministic_and_seed_dependent():
     data, attrs = _inputs(seed=3)
+    settings = {"bootstrap": 50, "permutations": 50, "gpi_exact_max_n": 0}  # small: three audits run here
     run = lambda seed: audit(  # noqa: E731
-        data.records, attrs, _settings(seed=seed), directions=data.directions, features=data.features
+        data.records,
+        attrs,
+        _settings(seed=seed, **settings),
+        directions=data.directions,
+        features=data.features,
     )
     a, b, c = run(1), run(1), run(2)
     assert json.dumps(a.to_dict()) == json.dumps(b.to_dict())

@@ -89,17 +89,17 @@ def test_sliced_w1_of_a_translation():
 
 
 def test_sliced_w1_of_shifted_gaussians_tends_to_the_shift_in_32_dims():
-    """Independent N(0, I_32) vs N(e_1, I_32), 1000 projections: measured 1.80 (n = 100), 1.039 (n = 2000)."""
+    """Independent N(0, I_32) vs N(e_1, I_32), 500 projections: measured 1.77 (n = 100), 1.063 (n = 2000)."""
     d = 32
     delta = np.zeros(d)
     delta[0] = 1.0
-    proj = random_projections(d, 1000, seed=0)
+    proj = random_projections(d, 500, seed=0)
     values = {}
     for n in (100, 2000):
         rng = np.random.default_rng(0)
         values[n] = sliced_w1(rng.standard_normal((n, d)), rng.standard_normal((n, d)) + delta, proj)
-    # Sampling bias shrinks as n^(-1/2) (measured 0.039 at n = 2000); projection MC sd ~2.4% for K = 1000.
-    assert abs(values[2000] - 1.0) < 0.1
+    # Sampling bias shrinks as n^(-1/2) (~0.04 at n = 2000); projection MC sd 3.4% for K = 500: 0.12 ~ 2.5 sd.
+    assert abs(values[2000] - 1.0) < 0.12
     assert abs(values[2000] - 1.0) < abs(values[100] - 1.0) / 4
 
 

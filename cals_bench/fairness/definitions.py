@@ -22,6 +22,13 @@ DEFINITIONS: dict[str, str] = {
         "values with replacement B times (B = bootstrap), take the (1-c)/2 and (1+c)/2 quantiles of the B "
         "means (medians), c = confidence."
     ),
+    "distance_interval": (
+        "Interval of the statistics whose plug-in estimate is biased upwards by sampling noise (GPI, "
+        "gpi_sum, gpi_gap, 1-D GPI, difference, ratio). 'basic' (default): (2t - q_(1+c)/2, 2t - "
+        "q_(1-c)/2), the reverse-percentile interval (Davison & Hinkley 1997, eq. 5.6), clipped to the "
+        "statistic's range; it corrects the upward shift of the bootstrap distribution and may lie below "
+        "the estimate. 'percentile': (q_(1-c)/2, q_(1+c)/2). gpi_boot_bias = mean(resampled) - estimate."
+    ),
     "worst_group, best_group": (
         "Among compared groups, the lowest mean for a higher-is-better metric (highest for "
         "lower-is-better) and the opposite. As fairlearn MetricFrame.group_min/group_max, made "
@@ -30,7 +37,7 @@ DEFINITIONS: dict[str, str] = {
     "difference": (
         "max_g mean_g - min_g mean_g over compared groups (fairlearn "
         "MetricFrame.difference(method='between_groups')); interval: stratified bootstrap (each group "
-        "resampled on its own), percentile."
+        "resampled on its own), of the kind set by distance_interval (basic by default)."
     ),
     "ratio": (
         "min_g mean_g / max_g mean_g over compared groups (fairlearn "
@@ -59,12 +66,13 @@ DEFINITIONS: dict[str, str] = {
     ),
     "gpi_sum": (
         "sum_g GPI_g over compared groups: the CALS paper's fairness term (L_fair / GPI) as written. "
-        "Interval: stratified percentile bootstrap of the sum."
+        "Interval: stratified bootstrap of the sum (distance_interval kind)."
     ),
     "gpi_gap": (
         "max_g GPI_g - min_g GPI_g over compared groups. Perceptual fairness (Ohayon et al. 2024) holds "
-        "when all GPI_g are equal, i.e. gap = 0. Interval: stratified percentile bootstrap (each group "
-        "resampled on its own, samples keep their ref/out pair); p-value: permutation test below."
+        "when all GPI_g are equal, i.e. gap = 0. Interval: stratified bootstrap, distance_interval kind "
+        "(each group resampled on its own, samples keep their ref/out pair); p-value: permutation test "
+        "below."
     ),
     "gpi_gap permutation test": (
         "H0: group labels do not matter. Labels are permuted across the samples of compared groups (sizes "
