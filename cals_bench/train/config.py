@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,25 @@ class TrainConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``; learning rates are
+    written the short way). Everything else is standard YAML 1.1."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 # Sections that may change when a run is resumed (speed switches and logging); anything else must match.
 RESUMABLE_CHANGES = ("name", "runtime", "log")
 
@@ -155,7 +175,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         raise ConfigError(f"{path}: include cycle")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""
@@ -190,7 +210,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: expected dotted.key=value")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = _yaml(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
         parts = key.strip().split(".")

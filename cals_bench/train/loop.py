@@ -217,6 +217,9 @@ class Trainer:
         self.handle_signals = handle_signals
         self._stop_requested = False
         self.last_checkpoint: Path | None = None
+        self.last_checkpoint_step: int | None = None
+        self._resumed_interval: dict[str, Any] | None = None
+        self._resumed_val: dict[str, float] = {}
         self.best: dict[str, Any] = {}
 
     # -- resume -----------------------------------------------------------------------------------------
@@ -294,7 +297,9 @@ class Trainer:
             step = int(ckpt["step"])
             runner.ema_updates = int(next(iter(ckpt.get("ema", {}).values()), {}).get("updates", step))
             self.best = dict(ckpt.get("best", {}))
-            self.last_checkpoint = resume_path
+            self.last_checkpoint, self.last_checkpoint_step = resume_path, step
+            self._resumed_interval = ckpt.get("log_interval")
+            self._resumed_val = dict(ckpt.get("val", {}))
         else:
             torch.manual_seed(cfg.seed + 1)  # the stream after initialisation, identical on every process
 
@@ -373,9 +378,15 @@ class Trainer:
             file=sys.stderr,
             dynamic_ncols=True,
         )
+        # Loss sums of the current logging interval; a checkpoint holds them (summed over processes, on
+        # process 0 after a resume) so that a resumed run logs exactly what an uninterrupted one does.
         sums = torch.zeros(len(st.terms) + 1, device=ctx.device, dtype=torch.float64)
         count, t0 = 0, time.perf_counter()
-        last_val: dict[str, float] = {}
+        if self._resumed_interval:
+            count = int(self._resumed_interval["count"])
+            if ctx.is_main:
+                sums += self._resumed_interval["sums"].to(sums)
+        last_val: dict[str, float] = dict(self._resumed_val)
         st.model.train()
         for low, high in st.loader:
             terms, gnorm = st.runner.forward_backward(low, high)
@@ -397,7 +408,7 @@ class Trainer:
             sums += torch.stack([*(terms[k] for k in st.terms), gnorm]).double()
             count += 1
             bar.update(1)
-            if step % cfg.log.every == 0 or step == stop:
+            if step % cfg.log.every == 0 or step == cfg.schedule.steps:
                 dist_mod.all_reduce_sum(sums, ctx)
                 means = (sums / (count * ctx.world)).tolist()
                 rate = count * cfg.optim.batch_size / max(time.perf_counter() - t0, 1e-9)
@@ -420,7 +431,8 @@ class Trainer:
                 last_val = self._validate(st, step)
             stopping = bool(flags[1]) or step == stop
             if validate or step % cfg.log.checkpoint_every == 0 or stopping:
-                self._save(st, step, last_val, improved=validate and self._improved(last_val, step))
+                interval = {"sums": dist_mod.all_reduce_sum(sums.clone(), ctx).cpu(), "count": count}
+                self._save(st, step, last_val, interval, improved=validate and self._improved(last_val, step))
                 if ctx.is_main and cfg.log.plot:
                     plot_curves(st.log.path, self.out_dir / "loss_curve.png", st.terms)
             if flags[1] and step < stop:
@@ -443,10 +455,14 @@ class Trainer:
 
     def _diverged(self, step: int, terms: dict[str, torch.Tensor], gnorm: torch.Tensor) -> None:
         parts = ", ".join(f"{k}={float(v):.6g}" for k, v in terms.items())
-        last = f"{self.last_checkpoint}" if self.last_checkpoint else "none (no checkpoint written yet)"
+        last = (
+            f"{self.last_checkpoint} (step {self.last_checkpoint_step})"
+            if self.last_checkpoint
+            else "none (no checkpoint written yet)"
+        )
         raise TrainingDiverged(
-            f"step {step}: non-finite loss ({parts}, grad_norm={float(gnorm):.6g}); the weights of step "
-            f"{step - 1} are not saved; last good checkpoint: {last}"
+            f"step {step}: non-finite loss ({parts}, grad_norm={float(gnorm):.6g}); stopped before updating "
+            f"the weights; last good checkpoint: {last}"
         )
 
     def _improved(self, val: dict[str, float], step: int) -> bool:
@@ -479,16 +495,17 @@ class Trainer:
         )
         return val
 
-    def _save(self, st: _LoopState, step: int, val: dict[str, float], improved: bool) -> None:
+    def _save(self, st: _LoopState, step: int, val: dict[str, float], interval: dict, improved: bool) -> None:
         ctx = st.ctx
         if ctx.is_main:
             payload = self._payload(st, step, val)
+            payload["log_interval"] = interval
             path = checkpoint.save(payload, self.out_dir / f"step_{step:07d}.pt")
             _copy_atomic(path, self.out_dir / "last.pt")
             if improved:
                 _copy_atomic(path, self.out_dir / "best.pt")
             self._prune()
-        self.last_checkpoint = self.out_dir / "last.pt"
+        self.last_checkpoint, self.last_checkpoint_step = self.out_dir / "last.pt", step
         dist_mod.barrier(ctx)
 
     def _prune(self) -> None:
