@@ -105,6 +105,7 @@ def run(protocol_name, model, model_args, data_root, results, device, batch_size
             batch_size=batch_size, force=force, extra_metrics=extra, save_outputs=not no_outputs,
             progress=not quiet and not as_json, command=sys.argv,
         )
+        audit_text = _audit_after_run(store, result)
         report_path = None
         if not no_report:
             report_path = _render_report(store, result.run_id)
@@ -116,6 +117,9 @@ def run(protocol_name, model, model_args, data_root, results, device, batch_size
             outputs.append(payload)
         else:
             click.echo(format_summary(result))
+            if audit_text:
+                click.echo("")
+                click.echo(audit_text)
             click.echo(f"run {result.run_id}{' (reused; --force to rescore)' if result.reused else ''}")
             click.echo(f"records: {result.run_dir}")
             if report_path:
@@ -126,6 +130,15 @@ def run(protocol_name, model, model_args, data_root, results, device, batch_size
     if as_json:
         click.echo(json.dumps(_clean_nan(outputs[0] if len(outputs) == 1 else outputs), default=_json_safe, allow_nan=False))
     sys.exit(exit_code)
+
+
+def _audit_after_run(store, result) -> str | None:
+    """Compute (or reuse) the run's fairness audit from its stored records; the text to print, if grouped."""
+    from cals_bench.audit_run import load_audit
+
+    audit = load_audit(store, result.run_id)
+    spec = result.meta["protocol"]["spec"].get("audit", {})
+    return audit.to_text() if spec.get("group_by") else None
 
 
 def _expand_models(model: str) -> list[str]:
@@ -166,6 +179,34 @@ def _leaderboard_text(store, protocol_name: str) -> str:
         cells = "  ".join(f"{m}={s['mean']:.4f}" for m, s in meta.get("summary", {}).items() if s.get("mean") == s.get("mean"))
         lines.append(f"  {meta['model']['name']:<24}{cells}")
     return "\n".join(lines)
+
+
+@main.command()
+@click.argument("run_ref", default="latest")
+@results_option
+@click.option("--recompute", is_flag=True, help="Recompute the audit statistics from the stored records.")
+@click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON (the stored audit.json).")
+def audit(run_ref, results, recompute, as_json):
+    """Print a run's fairness audit from the store (no model is run).
+
+    \b
+    Per-group tables with bootstrap CIs, worst group and gaps, GPI per group, gpi_sum, gpi_gap with CI and
+    permutation p-value, Kruskal-Wallis and permutation tests with Holm correction.
+    Examples:
+      cals-bench audit latest
+      cals-bench audit cals-face__gamma --json
+    """
+    from cals_bench.audit_run import load_audit
+
+    store = _store(results)
+    result = load_audit(store, run_ref, recompute=recompute)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        meta = store.get_run(run_ref)
+        click.echo(f"audit of run {meta['run_id']} ({meta['protocol']['name']} v{meta['protocol']['version']}, "
+                   f"model {meta['model']['name']})")
+        click.echo(result.to_text())
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -77,19 +77,25 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class AuditSpec:
-    """Fairness audit settings: groups, bootstrap, tests and GPI (see docs/fairness.md)."""
+    """Fairness audit settings (the fields of :class:`cals_bench.fairness.AuditSettings`, see docs/fairness.md)
+    plus ``gpi_features``: the feature extractors whose reference/output distributions GPI compares."""
 
     group_by: list[str] = field(default_factory=list)
-    min_group_size: int = 5
+    min_group_size: int = 20
     bootstrap: int = 1000
+    permutations: int = 1000
     confidence: float = 0.95
     alpha: float = 0.05
-    permutations: int = 1000
-    gpi_features: list[str] = field(default_factory=list)
-    gpi_exact_max_n: int = 2000
-    gpi_projections: int = 256
-    error_metric: str = "lpips"
     seed: int = 0
+    correction: Literal["holm", "none"] = "holm"
+    distance_interval: Literal["basic", "percentile"] = "basic"
+    gpi_metric: str | None = "lpips"
+    gpi_exact_max_n: int = 100
+    gpi_projections: int = 100
+    gpi_seed: int = 0
+    gpi_bootstrap: int | None = None
+    gpi_permutations: int | None = None
+    gpi_features: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
