@@ -6,6 +6,7 @@ folder, so ``cals-bench audit RUN`` and the reports reprint it without recomputa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,22 @@ def compute_audit(store: Store, run_ref: str, *, baseline_ref: str | None = None
         ids, ref, out = store.features(run_id, name)
         if ids:
             features[name] = (ref, out, ids)
+    # A grouping whose attribute no sample carries (e.g. sex/age on X-rays without their metadata file)
+    # is left out with a note instead of failing the audit.
+    kept = [g for g in settings.group_by if all(a in attrs.columns for a in g.split("*"))]
+    dropped = [g for g in settings.group_by if g not in kept]
+    if dropped:
+        settings = dataclasses.replace(settings, group_by=tuple(kept))
     baseline = store.scores(baseline_ref) if baseline_ref else None
     labels = (meta["model"]["name"], store.get_run(baseline_ref)["model"]["name"]) if baseline_ref else ("model", "baseline")
-    return audit(records, attrs, settings, directions=meta.get("metric_directions", {}), features=features or None,
-                 baseline_records=baseline, labels=labels)
+    result = audit(records, attrs, settings, directions=meta.get("metric_directions", {}),
+                   features=features or None, baseline_records=baseline, labels=labels)
+    for g in dropped:
+        result.notes.append(
+            f"grouping {g!r} skipped: no sample has the attribute(s) it needs "
+            f"(the dataset's metadata file was not found; attributes present: {sorted(attrs.columns)})"
+        )
+    return result
 
 
 def audit_path(store: Store, run_id: str) -> Path:

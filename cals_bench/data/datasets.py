@@ -136,7 +136,7 @@ def _looks_like(ds: DatasetSpec, root: Path) -> bool:
     if ds.layout == "paired":
         return (root / ds.low_dir).is_dir() and (root / ds.high_dir).is_dir()
     if ds.layout == "synthetic":
-        if (root / ds.clean_dir).is_dir():
+        if (root / ds.clean_dir).is_dir() or (root.is_dir() and any(is_image(p) for p in root.iterdir())):
             return True
         return ds.manifest_format in ("auto", "celebamask-hq") and (root / "CelebA-HQ-img").is_dir()
     return root.is_dir()
@@ -193,13 +193,13 @@ def read_manifest(ds: DatasetSpec, root: Path) -> tuple[Path, dict[str, dict[str
         elif (root / "Data_Entry_2017.csv").is_file():
             fmt = "nih-cxr14"
         else:
-            return root / ds.clean_dir, {}
+            return _image_dir(root, ds), {}
     if fmt == "celebamask-hq":
         return root / "CelebA-HQ-img", _celebamask(root / "CelebAMask-HQ-attribute-anno.txt")
     if fmt == "nih-cxr14":
-        return root / (ds.clean_dir or "images"), _nih(root / "Data_Entry_2017.csv")
+        return _image_dir(root, ds), _nih(root / "Data_Entry_2017.csv")
     if not ds.manifest:
-        return root / ds.clean_dir, {}
+        return _image_dir(root, ds), {}
     path = root / ds.manifest
     if not path.is_file():
         raise DataError(f"{path}: manifest file missing ({layout_help(ds)})")
@@ -212,6 +212,14 @@ def read_manifest(ds: DatasetSpec, root: Path) -> tuple[Path, dict[str, dict[str
             name = row.pop(ds.manifest_id_column)
             rows[name] = {k: (v or "").strip() for k, v in row.items()}
     return root / ds.clean_dir, rows
+
+
+def _image_dir(root: Path, ds: DatasetSpec) -> Path:
+    """``root/clean_dir``, or the root itself when it holds the images directly (a flat sample folder)."""
+    folder = root / ds.clean_dir
+    if folder.is_dir() or not any(is_image(p) for p in root.iterdir()):
+        return folder
+    return root
 
 
 def _celebamask(path: Path) -> dict[str, dict[str, str]]:
