@@ -37,6 +37,7 @@ from cals_bench.report.runinfo import Flag, model_args_text, run_flags
 from cals_bench.report.tables import TextTable, ValueCI, write_all
 from cals_bench.store import Store
 
+MIN_DISPLAY_PX = 120  # thumbnails smaller than this are displayed enlarged
 GPI_DEFINITION_KEYS = ("gpi", "gpi_1d", "gpi_sum", "gpi_gap", "gpi_gap permutation test")
 GTMEAN_TITLE = (
     "the output's mean is rescaled to the reference's before scoring: a diagnostic that uses the ground "
@@ -356,7 +357,7 @@ def _disparity(d: Mapping[str, Any]) -> dict[str, Any]:
     compared = int(d.get("n_groups_compared") or 0)
     note = ""
     if compared < 2:
-        note = f"{compared} group(s) large enough to compare: no gap, ratio or test."
+        note = "fewer than 2 groups large enough to compare: no gap, ratio or test."
     return {
         "worst": d.get("worst_group") or "-",
         "worst_mean": fmt_value(d.get("worst_mean"), metric=m),
@@ -599,12 +600,15 @@ def _grid(store, meta, wide: pd.DataFrame, labels, directions, settings, folder:
                     continue
                 with Image.open(paths[kind]) as im:
                     w, h = im.size
+                # Tiny images are shown enlarged (nearest neighbour) so that they stay readable.
+                scale = max(1, math.ceil(MIN_DISPLAY_PX / max(w, h)))
                 entry = {
                     "src": href(paths[kind], folder),
                     "alt": f"{caption} of sample {it.sample_id}",
                     "caption": caption,
-                    "width": w,
-                    "height": h,
+                    "width": w * scale,
+                    "height": h * scale,
+                    "pix": scale > 1,
                 }
                 (crops if kind.startswith("crop_") else images).append(entry)
             vals = " \u00b7 ".join(

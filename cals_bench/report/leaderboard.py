@@ -173,8 +173,15 @@ def build_leaderboard(
     columns = _columns(rows)
     primary = next((c.metric for c in columns if not c.gtmean and c.higher_is_better is not None), None)
     _rank(rows, columns, primary)
-    if any(r.gpi is None for r in rows) and settings is not None and not settings.group_by:
+    if settings is not None and not settings.group_by:
         notes.append(f"{protocol} v{version} defines no groups, so there is no GPI (it compares groups)")
+    elif settings is not None:
+        no_gpi = [r.run_id for r in rows if r.gpi is None]
+        if no_gpi:
+            notes.append(
+                f"{len(no_gpi)} run(s) have no GPI: neither stored feature sets nor the 1-D GPI metric "
+                f"({settings.gpi_metric}) were available (see each audit)"
+            )
     return Leaderboard(protocol, version, title, hashes, columns, rows, primary, settings, notes)
 
 
@@ -224,9 +231,20 @@ def _columns(rows: list[Row]) -> list[Column]:
     order = [c for c in order if c not in GT_MEAN_COLUMNS] + [c for c in order if c in GT_MEAN_COLUMNS]
     out = []
     for c in order:
-        hib = directions.get(c)
+        hib = directions.get(c, _registry_direction(c))
         out.append(Column(c, metric_label(c), arrow(hib), hib, c in GT_MEAN_COLUMNS))
     return out
+
+
+def _registry_direction(metric: str) -> bool | None:
+    """Direction of a metric no run could score (unavailable everywhere), from the metric registry."""
+    try:
+        from cals_bench.metrics import metric_registry
+
+        cls = metric_registry().get(metric)
+        return None if cls is None else cls.columns.get(metric)
+    except Exception:  # noqa: BLE001 - a missing direction only drops the arrow
+        return None
 
 
 def _rank(rows: list[Row], columns: list[Column], primary: str | None) -> None:

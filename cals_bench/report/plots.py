@@ -34,6 +34,7 @@ _RC = {
 }
 _PALETTE = ["#3b6ea8", "#d9822b", "#4c9a5f", "#b5485d", "#7b61a8", "#8c6d46", "#c766a8", "#6f7c85"]
 SMALL_COLOUR = "#9aa0a6"
+ALL_COLOUR = "#4a4f55"
 
 
 def _save(fig, path: Path) -> Path:
@@ -79,13 +80,16 @@ def metric_distributions(
             cats = [("all", col.dropna().to_numpy())]
             if labels is not None:
                 lab = labels.reindex(col.index)
-                for g in sorted(lab.dropna().unique()):
-                    cats.append((str(g), col[lab == g].dropna().to_numpy()))
+                for g in sorted(str(v) for v in lab.dropna().unique()):
+                    cats.append((g, col[lab == g].dropna().to_numpy()))
             data = [v if v.size else np.array([np.nan]) for _, v in cats]
             bp = ax.boxplot(data, widths=0.5, showfliers=False, patch_artist=True)
             for i, (name, vals) in enumerate(cats):
-                small = name in small_groups.get(metric, set())
-                colour = SMALL_COLOUR if small else _PALETTE[i % len(_PALETTE)]
+                small = i > 0 and name in small_groups.get(metric, set())
+                # Groups keep the colours they have in the scatter plot; "all" is dark grey.
+                colour = (
+                    ALL_COLOUR if i == 0 else SMALL_COLOUR if small else _PALETTE[(i - 1) % len(_PALETTE)]
+                )
                 bp["boxes"][i].set(facecolor=colour, alpha=0.25, edgecolor=colour)
                 pts = vals if vals.size <= MAX_POINTS else rng.choice(vals, MAX_POINTS, replace=False)
                 x = i + 1 + rng.uniform(-0.15, 0.15, size=pts.size)
