@@ -343,3 +343,25 @@ def test_leaderboard_loads_sorts_and_links(demo_reports, browser):
         browser.js(f"document.querySelectorAll('#leaderboard thead th')[{psnr}].click()")
         assert [float(r["cells"][psnr][1]) for r in table(browser, "#leaderboard")] == expected
     assert browser.problems() == []
+
+
+def test_comparison_page_loads(demo_reports, browser):
+    from click.testing import CliRunner
+
+    from cals_bench.report.cli import compare
+
+    results, reports, _, _ = demo_reports
+    res = CliRunner().invoke(
+        compare, ["demo__gamma", "demo__identity", "--results", str(results), "--reports", str(reports)]
+    )
+    assert res.exit_code == 0, res.output
+    page = Path(res.output.strip().splitlines()[-1])
+    dom = check_page(browser, page)
+    assert dom["title"].startswith("Compare: gamma vs identity on demo")
+    browser.screenshot(ARTIFACTS / "report-compare-demo.png")
+    # One table per metric, each with the overall row first.
+    first_rows = browser.js(
+        "[...document.querySelectorAll('table.compare-table')]"
+        ".map(t => t.tBodies[0].rows[0].cells[0].textContent)"
+    )
+    assert first_rows and set(first_rows) == {"overall"}

@@ -22,8 +22,10 @@ import pandas as pd
 
 from cals_bench.fairness import (
     DEFINITIONS,
+    AuditInputError,
     AuditResult,
     AuditSettings,
+    AuditSettingsError,
     audit,
     compare,
     group_tables,
@@ -144,7 +146,15 @@ def audit_run(store: Store, meta: Mapping[str, Any]) -> tuple[AuditResult, list[
     notes += inf_notes
     attrs = attributes_frame(store.samples(run_id))
     directions = dict(meta.get("metric_directions") or {})
-    result = audit(records, attrs, settings, directions=directions, features=_features(store, run_id) or None)
+    try:
+        result = audit(
+            records, attrs, settings, directions=directions, features=_features(store, run_id) or None
+        )
+    except (AuditInputError, AuditSettingsError) as exc:
+        # A report is still worth having: overall figures only, and the reason on the page.
+        notes.append(f"the audit with the protocol's groups and GPI failed ({exc}); overall figures only")
+        settings = dataclasses.replace(settings, group_by=(), gpi_metric=None)
+        result = audit(records, attrs, settings, directions=directions)
     return result, notes
 
 

@@ -70,7 +70,7 @@ class Row:
     n_total: int
     n_failed: int
     gpi: dict[str, Any] | None
-    audit_href: str | None = None
+    audit_page: Path | None = None  # the run's audit index.html, where rendered
     rank: int = 0
 
     @property
@@ -127,7 +127,6 @@ def build_leaderboard(
     if runs.empty:
         raise CalsBenchError(f"no stored runs of {protocol} v{version} in {store.root}")
     root_path = reports_root(root)
-    board_dir = leaderboard_file(root_path, protocol, version).parent
     notes: list[str] = []
     unfinished = runs[~runs["status"].isin(FINISHED)]
     if len(unfinished):
@@ -161,7 +160,7 @@ def build_leaderboard(
                 n_total=int(meta.get("n_samples") or 0),
                 n_failed=int(rec.get("n_failed") or 0),
                 gpi=_gpi(result),
-                audit_href=href(index, board_dir) if index.is_file() else None,
+                audit_page=index if index.is_file() else None,
             )
         )
     if len(hashes) > 1:
@@ -409,19 +408,14 @@ def render_leaderboard(
     """
     lb = build_leaderboard(store, protocol, version, root=root, render_missing=audit_pages == "missing")
     path = Path(out) if out else leaderboard_file(reports_root(root), lb.name, lb.version)
-    if out:
-        base = leaderboard_file(reports_root(root), lb.name, lb.version).parent
-        for r in lb.rows:
-            if r.audit_href:
-                r.audit_href = href(base / r.audit_href, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.with_suffix("")
     for ext, fmt in (("md", "markdown"), ("tex", "latex"), ("csv", "csv")):
         stem.with_name(f"{stem.name}.{ext}").write_text(leaderboard_text(lb, fmt), encoding="utf-8")
-    return render_page("leaderboard.html.j2", path, store.root, **_context(lb, stem.name))
+    return render_page("leaderboard.html.j2", path, store.root, **_context(lb, stem.name, path.parent))
 
 
-def _context(lb: Leaderboard, stem: str) -> dict[str, Any]:
+def _context(lb: Leaderboard, stem: str, page_dir: Path) -> dict[str, Any]:
     s = lb.settings
     pct = f"{round(s.confidence * 100)}% CI" if s else "95% CI"
     has_gpi = any(r.gpi for r in lb.rows)
@@ -460,7 +454,7 @@ def _context(lb: Leaderboard, stem: str) -> dict[str, Any]:
                 "run_id": r.run_id,
                 "model": r.model,
                 "args": r.args,
-                "href": r.audit_href,
+                "href": href(r.audit_page, page_dir) if r.audit_page else None,
                 "flags": r.flags,
                 "cls": " ".join(
                     k
