@@ -577,7 +577,7 @@ def _grid(store, meta, wide: pd.DataFrame, labels, directions, settings, folder:
         made[sid] = grids.write_sample_images(sid, i, output, pairs.get(sid), img_dir)
     if missing_outputs:
         extra = (
-            f"{missing_outputs} output image(s) were not saved with the run (run with outputs to see them)"
+            f"{missing_outputs} output image(s) were not saved with the run (it was made with --no-outputs)"
         )
         note = f"{note}; {extra}" if note else extra
     captions = {

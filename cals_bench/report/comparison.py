@@ -162,7 +162,14 @@ def _blocks(table: pd.DataFrame, metrics: list[str], directions) -> list[dict[st
                     "p_boot_adj": fmt_p(r["p_bootstrap_adjusted"]),
                     "p_wil": fmt_p(r["p_wilcoxon"]),
                     "p_wil_adj": fmt_p(r["p_wilcoxon_adjusted"]),
-                    "sig": bool(r["significant_wilcoxon"]) or bool(r["significant_bootstrap"]),
+                    "sig": " and ".join(
+                        name
+                        for name, on in (
+                            ("Wilcoxon", r["significant_wilcoxon"]),
+                            ("bootstrap", r["significant_bootstrap"]),
+                        )
+                        if bool(on)
+                    ),
                     "better": r["better"] or "-",
                     "note": r["note"] or "",
                 }

@@ -213,7 +213,8 @@ def paired_differences(
             for i, (_name, vals) in enumerate(cats):
                 pts = vals if vals.size <= MAX_POINTS else rng.choice(vals, MAX_POINTS, replace=False)
                 x = i + 1 + rng.uniform(-0.15, 0.15, size=pts.size)
-                ax.scatter(x, pts, s=10, color=_PALETTE[i % len(_PALETTE)], alpha=0.8, linewidths=0)
+                colour = ALL_COLOUR if i == 0 else _PALETTE[(i - 1) % len(_PALETTE)]
+                ax.scatter(x, pts, s=10, color=colour, alpha=0.8, linewidths=0)
                 if vals.size:
                     ax.plot([i + 0.7, i + 1.3], [vals.mean()] * 2, color="black", lw=1.5)
             ax.axhline(0, color="black", lw=0.8, ls="--")
