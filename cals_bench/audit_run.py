@@ -29,7 +29,7 @@ def settings_from_protocol(spec: dict[str, Any]) -> AuditSettings:
 def attributes_frame(samples: pd.DataFrame) -> pd.DataFrame:
     ok = samples[samples["status"] == "ok"]
     attrs = ok.set_index("sample_id")[[c for c in ok.columns if c.startswith("attr.")]]
-    attrs.columns = [c[len("attr."):] for c in attrs.columns]
+    attrs.columns = [c[len("attr.") :] for c in attrs.columns]
     return attrs.astype(str)
 
 
@@ -51,9 +51,20 @@ def compute_audit(store: Store, run_ref: str, *, baseline_ref: str | None = None
     if dropped:
         settings = dataclasses.replace(settings, group_by=tuple(kept))
     baseline = store.scores(baseline_ref) if baseline_ref else None
-    labels = (meta["model"]["name"], store.get_run(baseline_ref)["model"]["name"]) if baseline_ref else ("model", "baseline")
-    result = audit(records, attrs, settings, directions=meta.get("metric_directions", {}),
-                   features=features or None, baseline_records=baseline, labels=labels)
+    labels = (
+        (meta["model"]["name"], store.get_run(baseline_ref)["model"]["name"])
+        if baseline_ref
+        else ("model", "baseline")
+    )
+    result = audit(
+        records,
+        attrs,
+        settings,
+        directions=meta.get("metric_directions", {}),
+        features=features or None,
+        baseline_records=baseline,
+        labels=labels,
+    )
     for g in dropped:
         result.notes.append(
             f"grouping {g!r} skipped: no sample has the attribute(s) it needs "

@@ -37,7 +37,10 @@ def _store(results: str | None):
 
 
 results_option = click.option(
-    "--results", type=click.Path(file_okay=False), default=None, envvar="CALS_BENCH_RESULTS",
+    "--results",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="CALS_BENCH_RESULTS",
     help="Results folder (default ./results; env CALS_BENCH_RESULTS).",
 )
 
@@ -60,24 +63,54 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--protocol", "protocol_name", default="demo", show_default=True, help="Protocol name or YAML path.")
-@click.option("--model", default="identity", show_default=True,
-              help="Registered name (sci@difficult for a variant), package.module:Class, file.py:Class, "
-                   "checkpoint:PATH, or 'all-baselines'.")
+@click.option(
+    "--protocol", "protocol_name", default="demo", show_default=True, help="Protocol name or YAML path."
+)
+@click.option(
+    "--model",
+    default="identity",
+    show_default=True,
+    help="Registered name (sci@difficult for a variant), package.module:Class, file.py:Class, "
+    "checkpoint:PATH, or 'all-baselines'.",
+)
 @click.option("--model-args", default="", help="Constructor arguments, k=v,k2=v2 (YAML scalars).")
-@click.option("--data-root", type=click.Path(), default=None, envvar="CALS_BENCH_DATA_ROOT",
-              help="Dataset folder (else $CALS_BENCH_DATA/<dataset name>).")
+@click.option(
+    "--data-root",
+    type=click.Path(),
+    default=None,
+    envvar="CALS_BENCH_DATA_ROOT",
+    help="Dataset folder (else $CALS_BENCH_DATA/<dataset name>).",
+)
 @results_option
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available).")
 @click.option("--batch-size", type=int, default=None, help="Override the protocol's batch size.")
 @click.option("--force", is_flag=True, help="Discard a finished run with the same inputs and score again.")
-@click.option("--with-gtmean", is_flag=True, help="Also score the GT-mean diagnostic columns (psnr_gtmean, ssim_gtmean).")
-@click.option("--no-outputs", is_flag=True, help="Do not save output images (reports then show no image grids).")
+@click.option(
+    "--with-gtmean",
+    is_flag=True,
+    help="Also score the GT-mean diagnostic columns (psnr_gtmean, ssim_gtmean).",
+)
+@click.option(
+    "--no-outputs", is_flag=True, help="Do not save output images (reports then show no image grids)."
+)
 @click.option("--no-report", is_flag=True, help="Do not render the audit report at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as one JSON object on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(protocol_name, model, model_args, data_root, results, device, batch_size, force, with_gtmean,
-        no_outputs, no_report, as_json, quiet):
+def run(
+    protocol_name,
+    model,
+    model_args,
+    data_root,
+    results,
+    device,
+    batch_size,
+    force,
+    with_gtmean,
+    no_outputs,
+    no_report,
+    as_json,
+    quiet,
+):
     """Score a model on a protocol and print per-metric means.
 
     \b
@@ -101,9 +134,18 @@ def run(protocol_name, model, model_args, data_root, results, device, batch_size
     exit_code = 0
     for spec in models:
         result = evaluate(
-            proto, spec, args if len(models) == 1 else {}, data_root=data_root, store=store, device=device,
-            batch_size=batch_size, force=force, extra_metrics=extra, save_outputs=not no_outputs,
-            progress=not quiet and not as_json, command=sys.argv,
+            proto,
+            spec,
+            args if len(models) == 1 else {},
+            data_root=data_root,
+            store=store,
+            device=device,
+            batch_size=batch_size,
+            force=force,
+            extra_metrics=extra,
+            save_outputs=not no_outputs,
+            progress=not quiet and not as_json,
+            command=sys.argv,
         )
         audit_text = _audit_after_run(store, result)
         report_path = None
@@ -128,7 +170,11 @@ def run(protocol_name, model, model_args, data_root, results, device, batch_size
         click.echo("")
         click.echo(_leaderboard_text(store, proto.name))
     if as_json:
-        click.echo(json.dumps(_clean_nan(outputs[0] if len(outputs) == 1 else outputs), default=_json_safe, allow_nan=False))
+        click.echo(
+            json.dumps(
+                _clean_nan(outputs[0] if len(outputs) == 1 else outputs), default=_json_safe, allow_nan=False
+            )
+        )
     sys.exit(exit_code)
 
 
@@ -176,7 +222,11 @@ def _leaderboard_text(store, protocol_name: str) -> str:
     lines = [f"Runs on {protocol_name}:"]
     for run_id in df["run_id"]:
         meta = store.get_run(run_id)
-        cells = "  ".join(f"{m}={s['mean']:.4f}" for m, s in meta.get("summary", {}).items() if s.get("mean") == s.get("mean"))
+        cells = "  ".join(
+            f"{m}={s['mean']:.4f}"
+            for m, s in meta.get("summary", {}).items()
+            if s.get("mean") == s.get("mean")
+        )
         lines.append(f"  {meta['model']['name']:<24}{cells}")
     return "\n".join(lines)
 
@@ -204,8 +254,10 @@ def audit(run_ref, results, recompute, as_json):
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
         meta = store.get_run(run_ref)
-        click.echo(f"audit of run {meta['run_id']} ({meta['protocol']['name']} v{meta['protocol']['version']}, "
-                   f"model {meta['model']['name']})")
+        click.echo(
+            f"audit of run {meta['run_id']} ({meta['protocol']['name']} v{meta['protocol']['version']}, "
+            f"model {meta['model']['name']})"
+        )
         click.echo(result.to_text())
 
 
@@ -267,7 +319,11 @@ def models_list(as_json):
         click.echo(json.dumps({"models": rows, "import_errors": import_errors()}, indent=1))
         return
     for r in rows:
-        variants = f" [variants: {', '.join(r['variants'])}; default {r['default_variant']}]" if r["variants"] else ""
+        variants = (
+            f" [variants: {', '.join(r['variants'])}; default {r['default_variant']}]"
+            if r["variants"]
+            else ""
+        )
         gt = "  ** uses ground truth at test time **" if r["uses_ground_truth"] else ""
         click.echo(f"{r['name']:<24} {r['summary']}{variants}{gt}")
         if r["licence"] or r["paper"]:
@@ -291,7 +347,9 @@ def metrics_list():
             ok, reason = cls().available()
         except Exception as exc:  # noqa: BLE001
             ok, reason = False, str(exc)
-        cols = ", ".join(f"{c} {'(higher better)' if hib else '(lower better)'}" for c, hib in cls.columns.items())
+        cols = ", ".join(
+            f"{c} {'(higher better)' if hib else '(lower better)'}" for c, hib in cls.columns.items()
+        )
         flag = " [diagnostic]" if cls.diagnostic else ""
         click.echo(f"{name:<14}{cols}{flag}  {cls.summary}")
         if not ok:
@@ -344,8 +402,13 @@ def runs_show(run_ref, results, as_json):
     if as_json:
         click.echo(json.dumps(_clean_nan(meta), indent=1, default=str))
         return
-    result = RunResult(meta["run_id"], store.run_dir(meta["run_id"]), meta, meta.get("summary", {}),
-                       [tuple(f) for f in meta.get("failures", [])])
+    result = RunResult(
+        meta["run_id"],
+        store.run_dir(meta["run_id"]),
+        meta,
+        meta.get("summary", {}),
+        [tuple(f) for f in meta.get("failures", [])],
+    )
     env = meta.get("environment", {})
     click.echo(f"run {meta['run_id']}  status {meta['status']}")
     click.echo(format_summary(result))
@@ -357,8 +420,12 @@ def runs_show(run_ref, results, as_json):
 
 @runs.command("export")
 @click.argument("run_ref")
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "json"]), default="csv", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output file (default: in the run folder).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "parquet", "json"]), default="csv", show_default=True
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Output file (default: in the run folder)."
+)
 @results_option
 def runs_export(run_ref, fmt, out, results):
     """Write a run's per-sample records (sample, metric, value, attributes).  Example: cals-bench runs export latest --format csv"""
@@ -390,8 +457,10 @@ def data_check(protocol_name, data_root):
     expected = proto.dataset.expected_count
     if expected is not None and len(samples) != expected:
         problems.append(f"{root}: {len(samples)} samples, protocol expects {expected}")
-    click.echo(f"{proto.name} v{proto.version}: {len(samples)} samples in {root or 'built-in data'}; "
-               f"{len(proto.dataset.checksums)} checksums declared")
+    click.echo(
+        f"{proto.name} v{proto.version}: {len(samples)} samples in {root or 'built-in data'}; "
+        f"{len(proto.dataset.checksums)} checksums declared"
+    )
     for p in problems:
         click.echo(f"problem: {p}")
     if problems:

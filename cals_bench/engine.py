@@ -40,7 +40,16 @@ from cals_bench.store import Store, slug
 RANGE_TOLERANCE = 1e-3
 # A model that fails on this many batches in a row, with nothing scored, stops the run.
 MAX_LEADING_FAILURES = 3
-PACKAGES = ("torch", "numpy", "scipy", "scikit-image", "opencv-python-headless", "pandas", "POT", "torchmetrics")
+PACKAGES = (
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "opencv-python-headless",
+    "pandas",
+    "POT",
+    "torchmetrics",
+)
 
 
 @dataclass
@@ -104,11 +113,18 @@ def git_revision() -> str | None:
     here = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         dirty = subprocess.run(
             ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -198,7 +214,9 @@ def build_metrics(protocol: Protocol, extra: tuple[str, ...] = ()) -> tuple[list
     for name in dict.fromkeys([*protocol.all_metrics, *extra]):
         if name not in metric_registry() and IMPORT_ERRORS:
             failed = "; ".join(f"{m}: {e}" for m, e in IMPORT_ERRORS.items())
-            unavailable[name] = f"metric {name!r} is not registered because a metric module failed to import ({failed})"
+            unavailable[name] = (
+                f"metric {name!r} is not registered because a metric module failed to import ({failed})"
+            )
             continue
         metric = build_metric(name, **protocol.metric_options.get(name, {}))
         ok, reason = metric.available()
@@ -232,7 +250,9 @@ def build_extractors(protocol: Protocol) -> tuple[list[Any], dict[str, str]]:
     return extractors, unavailable
 
 
-def summarise(scores: list[tuple[str, str, float]], directions: dict[str, bool]) -> dict[str, dict[str, float]]:
+def summarise(
+    scores: list[tuple[str, str, float]], directions: dict[str, bool]
+) -> dict[str, dict[str, float]]:
     by: dict[str, list[float]] = {}
     for _sid, metric, value in scores:
         by.setdefault(metric, []).append(value)
@@ -284,7 +304,9 @@ def evaluate(
 
     model_meta = {**enhancer.metadata(), "spec": spec}
     metrics_meta = [m.metadata() for m in metrics]
-    data_identity = "checksums" if protocol.dataset.checksums else str(Path(root).resolve()) if root else "builtin"
+    data_identity = (
+        "checksums" if protocol.dataset.checksums else str(Path(root).resolve()) if root else "builtin"
+    )
     key = run_key(protocol, model_meta, metrics_meta, data_identity)
 
     existing = store.find_by_key(key)
@@ -293,8 +315,12 @@ def evaluate(
         existing = None
     if existing and existing["status"] in ("finished", "finished-with-failures"):
         return RunResult(
-            existing["run_id"], store.run_dir(existing["run_id"]), existing, existing.get("summary", {}),
-            [tuple(f) for f in existing.get("failures", [])], reused=True,
+            existing["run_id"],
+            store.run_dir(existing["run_id"]),
+            existing,
+            existing.get("summary", {}),
+            [tuple(f) for f in existing.get("failures", [])],
+            reused=True,
         )
 
     run_id = existing["run_id"] if existing else f"{slug(protocol.name)}__{slug(enhancer.name)}__{key[:10]}"
@@ -302,7 +328,10 @@ def evaluate(
         "run_id": run_id,
         "run_key": key,
         "protocol": {
-            "name": protocol.name, "version": protocol.version, "hash": protocol.hash, "title": protocol.title,
+            "name": protocol.name,
+            "version": protocol.version,
+            "hash": protocol.hash,
+            "title": protocol.title,
             "spec": protocol.to_dict(),
         },
         "model": model_meta,
@@ -332,8 +361,20 @@ def evaluate(
 
     session_start = time.time()
     failures = _score(
-        protocol, enhancer, metrics, extractors, pending, store, run_id, run_dir, dev,
-        batch_size or protocol.batch_size, save_outputs, progress, len(done), len(samples),
+        protocol,
+        enhancer,
+        metrics,
+        extractors,
+        pending,
+        store,
+        run_id,
+        run_dir,
+        dev,
+        batch_size or protocol.batch_size,
+        save_outputs,
+        progress,
+        len(done),
+        len(samples),
     )
 
     scores_df = store.scores(run_id)
@@ -342,8 +383,14 @@ def evaluate(
     samples_df = store.samples(run_id)
     failed = samples_df[samples_df["status"] != "ok"]
     all_failures = list(zip(failed["sample_id"], failed["error"]))
-    meta["sessions"] = [*meta.get("sessions", []), {"start": session_start, "seconds": time.time() - session_start,
-                                                   "scored": len(pending) - len(failures)}]
+    meta["sessions"] = [
+        *meta.get("sessions", []),
+        {
+            "start": session_start,
+            "seconds": time.time() - session_start,
+            "scored": len(pending) - len(failures),
+        },
+    ]
     ok_times = samples_df.loc[samples_df["status"] == "ok", "time_ms"].astype(float)
     meta["timing"] = {
         "model_ms_per_sample_mean": float(ok_times.mean()) if len(ok_times) else None,
@@ -407,13 +454,22 @@ def _score(
     failures: list[tuple[str, str]] = []
     leading_failures = 0
     scored_any = n_done > 0
-    bar = tqdm(total=n_total, initial=n_done, desc=f"{protocol.name} x {enhancer.name}", unit="img",
-               disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=n_total,
+        initial=n_done,
+        desc=f"{protocol.name} x {enhancer.name}",
+        unit="img",
+        disable=not progress,
+        file=sys.stderr,
+    )
 
     def fail(s: Sample, error: str) -> None:
         failures.append((s.sample_id, error))
-        store.write_batch(run_id, [{"sample_id": s.sample_id, "status": "failed", "error": error,
-                                    "attributes": s.attributes}], [])
+        store.write_batch(
+            run_id,
+            [{"sample_id": s.sample_id, "status": "failed", "error": error, "attributes": s.attributes}],
+            [],
+        )
         bar.write(f"[cals-bench] {s.sample_id}: {error}", file=sys.stderr)
 
     for group in _batches(pending, batch_size):
@@ -427,7 +483,11 @@ def _score(
         try:
             out, ms = _run_model(enhancer, low, high, batch_seed(protocol.seed, batch[0].sample_id), dev)
         except Exception as exc:  # noqa: BLE001 - a model that raises fails its samples, not the run
-            msg = exc.args[0] if isinstance(exc, ModelOutputError) else f"model {enhancer.name} raised {type(exc).__name__}: {exc}"
+            msg = (
+                exc.args[0]
+                if isinstance(exc, ModelOutputError)
+                else f"model {enhancer.name} raised {type(exc).__name__}: {exc}"
+            )
             for s in batch:
                 fail(s, msg)
             bar.update(len(batch))
@@ -452,7 +512,10 @@ def _score(
         high_g = high.index_select(0, idx)
         low_g = low.index_select(0, idx)
         gsamples = [batch[i] for i in good]
-        contexts = [SampleContext(s.sample_id, s.reference_key(), low_g[j], s.attributes) for j, s in enumerate(gsamples)]
+        contexts = [
+            SampleContext(s.sample_id, s.reference_key(), low_g[j], s.attributes)
+            for j, s in enumerate(gsamples)
+        ]
         rows, scores, feats = _score_group(protocol, metrics, extractors, gsamples, contexts, out_q, high_g)
         for j, s in enumerate(gsamples):
             rows[j].update(time_ms=ms / len(batch), height=int(out_q.shape[-2]), width=int(out_q.shape[-1]))
@@ -492,7 +555,9 @@ def _run_model(enhancer: Enhancer, low: torch.Tensor, high: torch.Tensor, seed: 
 
 def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
     face = _face_mask(protocol, samples)
-    rows = [{"sample_id": s.sample_id, "status": "ok", "attributes": s.attributes, "notes": {}} for s in samples]
+    rows = [
+        {"sample_id": s.sample_id, "status": "ok", "attributes": s.attributes, "notes": {}} for s in samples
+    ]
     scores: list[tuple[str, str, float]] = []
     for metric in metrics:
         sel = [i for i in range(len(samples)) if face[i]] if metric.face else list(range(len(samples)))
@@ -500,7 +565,9 @@ def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
             continue
         idx = torch.tensor(sel, device=out_q.device)
         try:
-            values = metric.score_batch(out_q.index_select(0, idx), high.index_select(0, idx), [contexts[i] for i in sel])
+            values = metric.score_batch(
+                out_q.index_select(0, idx), high.index_select(0, idx), [contexts[i] for i in sel]
+            )
             reasons = getattr(metric, "last_reasons", None) or [None] * len(sel)
         except Exception as exc:  # noqa: BLE001 - recorded as NaN with the reason, never a silent zero
             values = [{c: float("nan") for c in metric.columns} for _ in sel]
@@ -512,7 +579,11 @@ def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
                     rows[i]["notes"][col] = reasons[k]
     feats = []
     for ext in extractors:
-        sel = [i for i in range(len(samples)) if face[i]] if getattr(ext, "face", False) else list(range(len(samples)))
+        sel = (
+            [i for i in range(len(samples)) if face[i]]
+            if getattr(ext, "face", False)
+            else list(range(len(samples)))
+        )
         if not sel:
             continue
         idx = torch.tensor(sel, device=out_q.device)
@@ -535,12 +606,16 @@ def format_summary(result: RunResult) -> str:
         + (f" {json.dumps(meta['model']['args'], sort_keys=True)}" if meta["model"].get("args") else ""),
     ]
     if meta["model"].get("uses_ground_truth"):
-        lines.append("FLAG: this model reads the ground truth at test time; not comparable with blind methods")
+        lines.append(
+            "FLAG: this model reads the ground truth at test time; not comparable with blind methods"
+        )
     lines.append(f"{'metric':<14}{'mean':>10}{'median':>10}{'n':>6}  direction")
     for metric, s in result.summary.items():
         arrow = {True: "higher is better", False: "lower is better"}.get(s.get("higher_is_better"), "")
         undefined = f"  ({s['undefined']} undefined)" if s.get("undefined") else ""
-        lines.append(f"{metric:<14}{_fmt(s['mean']):>10}{_fmt(s['median']):>10}{s['count']:>6}  {arrow}{undefined}")
+        lines.append(
+            f"{metric:<14}{_fmt(s['mean']):>10}{_fmt(s['median']):>10}{s['count']:>6}  {arrow}{undefined}"
+        )
     for name, reason in meta.get("unavailable_metrics", {}).items():
         lines.append(f"{name:<14}{'unavailable':>10}  {reason}")
     if result.failures:

@@ -274,7 +274,9 @@ def _accepted_args(cls: type) -> set[str] | None:
         if init is None or klass is object:
             continue
         params = inspect.signature(init).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+        names |= {
+            p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+        }
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return names
         if klass is Enhancer:

@@ -43,7 +43,9 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     if origin is typing.Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise SchemaError(f"{source}: {key}: must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+            raise SchemaError(
+                f"{source}: {key}: must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+            )
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -65,7 +67,8 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             raise SchemaError(f"{source}: {key}: expected a mapping, got {type(value).__name__}")
         kt, vt = get_args(tp) or (Any, Any)
         return {
-            _convert(k, kt, f"{key}.{k}", source): _convert(v, vt, f"{key}.{k}", source) for k, v in value.items()
+            _convert(k, kt, f"{key}.{k}", source): _convert(v, vt, f"{key}.{k}", source)
+            for k, v in value.items()
         }
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

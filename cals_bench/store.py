@@ -184,7 +184,9 @@ class Store:
                     (json.dumps(meta, default=_json_default), status, time.time(), run_id),
                 )
             else:
-                con.execute("UPDATE runs SET meta=? WHERE run_id=?", (json.dumps(meta, default=_json_default), run_id))
+                con.execute(
+                    "UPDATE runs SET meta=? WHERE run_id=?", (json.dumps(meta, default=_json_default), run_id)
+                )
         write_json_atomic(self.run_dir(run_id) / "run.json", {**meta, "status": status or meta.get("status")})
 
     def resolve_run_id(self, ref: str) -> str:
@@ -195,7 +197,9 @@ class Store:
                 if not row:
                     raise CalsBenchError(f"no runs in {self.root}")
                 return row[0]
-            rows = con.execute("SELECT run_id FROM runs WHERE run_id LIKE ?", (ref.replace("%", "") + "%",)).fetchall()
+            rows = con.execute(
+                "SELECT run_id FROM runs WHERE run_id LIKE ?", (ref.replace("%", "") + "%",)
+            ).fetchall()
         exact = [r[0] for r in rows if r[0] == ref]
         if exact:
             return exact[0]
@@ -208,7 +212,9 @@ class Store:
     def get_run(self, ref: str) -> dict[str, Any]:
         run_id = self.resolve_run_id(ref)
         with self._connect() as con:
-            row = con.execute("SELECT status, meta, created, finished FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            row = con.execute(
+                "SELECT status, meta, created, finished FROM runs WHERE run_id=?", (run_id,)
+            ).fetchone()
         meta = json.loads(row[1])
         meta.update(run_id=run_id, status=row[0], created=row[2], finished=row[3])
         return meta
@@ -232,7 +238,9 @@ class Store:
     # -- samples --------------------------------------------------------------------------------------
     def done_ids(self, run_id: str) -> set[str]:
         with self._connect() as con:
-            rows = con.execute("SELECT sample_id FROM samples WHERE run_id=? AND status='ok'", (run_id,)).fetchall()
+            rows = con.execute(
+                "SELECT sample_id FROM samples WHERE run_id=? AND status='ok'", (run_id,)
+            ).fetchall()
         return {r[0] for r in rows}
 
     def write_batch(
@@ -290,7 +298,9 @@ class Store:
         run_id = self.resolve_run_id(ref)
         with self._connect() as con:
             df = pd.read_sql_query(
-                "SELECT sample_id, metric, value FROM scores WHERE run_id=? ORDER BY rowid", con, params=(run_id,)
+                "SELECT sample_id, metric, value FROM scores WHERE run_id=? ORDER BY rowid",
+                con,
+                params=(run_id,),
             )
         df["value"] = df["value"].astype(float)
         return df
@@ -299,7 +309,9 @@ class Store:
         """Long records joined with sample attributes and timing: the export format."""
         samples = self.samples(ref)
         scores = self.scores(ref)
-        keep = ["sample_id", "time_ms", "height", "width"] + [c for c in samples.columns if c.startswith("attr.")]
+        keep = ["sample_id", "time_ms", "height", "width"] + [
+            c for c in samples.columns if c.startswith("attr.")
+        ]
         return scores.merge(samples[samples["status"] == "ok"][keep], on="sample_id", how="left")
 
     def features(self, ref: str, extractor: str) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -45,8 +45,19 @@ def _records(results, run_id):
 
 def test_identity_scores_every_pair_and_json(tmp_path, proto):
     data = make_pairs(tmp_path / "d", n=5)
-    res = _run("run", "--protocol", proto, "--model", "identity", "--data-root", str(data),
-               "--results", str(tmp_path / "r"), "--json", "--no-report")
+    res = _run(
+        "run",
+        "--protocol",
+        proto,
+        "--model",
+        "identity",
+        "--data-root",
+        str(data),
+        "--results",
+        str(tmp_path / "r"),
+        "--json",
+        "--no-report",
+    )
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
     assert payload["protocol"]["name"] == "fast" and payload["protocol"]["version"] == 1
@@ -64,7 +75,17 @@ def test_identity_scores_every_pair_and_json(tmp_path, proto):
 
 def test_rerun_reuses_and_force_rescores(tmp_path, proto):
     data = make_pairs(tmp_path / "d", n=2)
-    args = ["run", "--protocol", proto, "--data-root", str(data), "--results", str(tmp_path / "r"), "--json", "--no-report"]
+    args = [
+        "run",
+        "--protocol",
+        proto,
+        "--data-root",
+        str(data),
+        "--results",
+        str(tmp_path / "r"),
+        "--json",
+        "--no-report",
+    ]
     first = json.loads(_run(*args).stdout)
     second = json.loads(_run(*args).stdout)
     assert second["reused"] and second["run_id"] == first["run_id"]
@@ -73,7 +94,9 @@ def test_rerun_reuses_and_force_rescores(tmp_path, proto):
 
 
 def test_missing_data_root(tmp_path, proto):
-    res = _run("run", "--protocol", proto, "--data-root", str(tmp_path / "nope"), "--results", str(tmp_path / "r"))
+    res = _run(
+        "run", "--protocol", proto, "--data-root", str(tmp_path / "nope"), "--results", str(tmp_path / "r")
+    )
     assert res.exit_code == 2
     assert "data root" in res.stderr and "nope" in res.stderr and "does not exist" in res.stderr
 
@@ -90,8 +113,17 @@ def test_bad_samples_fail_alone(tmp_path, proto):
     (data / "high" / "001.png").unlink()  # low without reference
     (data / "low" / "002.png").write_bytes((data / "low" / "002.png").read_bytes()[:100])  # truncated
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(data / "high" / "003.png")  # size mismatch
-    res = _run("run", "--protocol", proto, "--data-root", str(data), "--results", str(tmp_path / "r"),
-               "--json", "--no-report")
+    res = _run(
+        "run",
+        "--protocol",
+        proto,
+        "--data-root",
+        str(data),
+        "--results",
+        str(tmp_path / "r"),
+        "--json",
+        "--no-report",
+    )
     assert res.exit_code == 3  # finished, but with failed samples
     payload = json.loads(res.stdout)
     errors = {f["sample_id"]: f["error"] for f in payload["failures"]}
@@ -114,8 +146,21 @@ def test_bad_samples_fail_alone(tmp_path, proto):
 def test_bad_model_outputs(tmp_path, proto, body, message):
     data = make_pairs(tmp_path / "d", n=2)
     model = write_model(tmp_path / "m.py", body)
-    res = _run("run", "--protocol", proto, "--model", f"{model}:Model", "--data-root", str(data),
-               "--results", str(tmp_path / "r"), "--json", "--no-report", "--batch-size", "1")
+    res = _run(
+        "run",
+        "--protocol",
+        proto,
+        "--model",
+        f"{model}:Model",
+        "--data-root",
+        str(data),
+        "--results",
+        str(tmp_path / "r"),
+        "--json",
+        "--no-report",
+        "--batch-size",
+        "1",
+    )
     payload = json.loads(res.stdout)
     assert res.exit_code == 3
     assert any(message in f["error"] for f in payload["failures"]), payload["failures"]
@@ -124,8 +169,20 @@ def test_bad_model_outputs(tmp_path, proto, body, message):
 def test_model_that_always_raises_stops_the_run(tmp_path, proto):
     data = make_pairs(tmp_path / "d", n=5)
     model = write_model(tmp_path / "m.py", "raise RuntimeError('boom')")
-    res = _run("run", "--protocol", proto, "--model", f"{model}:Model", "--data-root", str(data),
-               "--results", str(tmp_path / "r"), "--batch-size", "1", "--no-report")
+    res = _run(
+        "run",
+        "--protocol",
+        proto,
+        "--model",
+        f"{model}:Model",
+        "--data-root",
+        str(data),
+        "--results",
+        str(tmp_path / "r"),
+        "--batch-size",
+        "1",
+        "--no-report",
+    )
     assert res.exit_code == 2
     assert "stopping" in res.stderr and "boom" in res.stderr
 
@@ -134,8 +191,21 @@ def test_model_that_raises_on_one_sample(tmp_path, proto):
     data = make_pairs(tmp_path / "d", n=3)
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(data / "low" / "001.png")
     model = write_model(tmp_path / "m.py", "if float(x.max()) == 0: raise ValueError('all black')\nreturn x")
-    res = _run("run", "--protocol", proto, "--model", f"{model}:Model", "--data-root", str(data),
-               "--results", str(tmp_path / "r"), "--batch-size", "1", "--json", "--no-report")
+    res = _run(
+        "run",
+        "--protocol",
+        proto,
+        "--model",
+        f"{model}:Model",
+        "--data-root",
+        str(data),
+        "--results",
+        str(tmp_path / "r"),
+        "--batch-size",
+        "1",
+        "--json",
+        "--no-report",
+    )
     payload = json.loads(res.stdout)
     assert [f["sample_id"] for f in payload["failures"]] == ["001"]
     assert "all black" in payload["failures"][0]["error"]
@@ -159,8 +229,15 @@ def test_unknown_names(tmp_path, args, message):
 def test_unknown_metric_suggests(tmp_path):
     p = tmp_path / "p.yaml"
     p.write_text(FAST.replace("[psnr, ssim]", "[psnr, ssimm]"))
-    res = _run("run", "--protocol", str(p), "--data-root", str(make_pairs(tmp_path / "d", n=1)),
-               "--results", str(tmp_path / "r"))
+    res = _run(
+        "run",
+        "--protocol",
+        str(p),
+        "--data-root",
+        str(make_pairs(tmp_path / "d", n=1)),
+        "--results",
+        str(tmp_path / "r"),
+    )
     assert res.exit_code == 2 and "unknown metric 'ssimm'; did you mean ssim" in res.stderr
 
 
@@ -175,7 +252,9 @@ def test_checksum_mismatch_is_refused(tmp_path, lol_root):
         from cals_bench.engine import evaluate
         from cals_bench.store import Store
 
-        evaluate(protocol.load("lol-v1"), "identity", data_root=data, store=Store(tmp_path / "r"), progress=False)
+        evaluate(
+            protocol.load("lol-v1"), "identity", data_root=data, store=Store(tmp_path / "r"), progress=False
+        )
 
 
 SLOW_MODEL = """
@@ -189,8 +268,24 @@ def test_sigkill_and_resume_scores_each_sample_once(tmp_path, proto):
     data = make_pairs(tmp_path / "d", n=8)
     model = write_model(tmp_path / "slow.py", SLOW_MODEL)
     results = tmp_path / "r"
-    cmd = [sys.executable, "-m", "cals_bench.cli", "run", "--protocol", proto, "--model", f"{model}:Model",
-           "--data-root", str(data), "--results", str(results), "--batch-size", "1", "--quiet", "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cals_bench.cli",
+        "run",
+        "--protocol",
+        proto,
+        "--model",
+        f"{model}:Model",
+        "--data-root",
+        str(data),
+        "--results",
+        str(results),
+        "--batch-size",
+        "1",
+        "--quiet",
+        "--no-report",
+    ]
     env = {**os.environ}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = results / "index.sqlite"
@@ -225,11 +320,24 @@ def test_sigkill_and_resume_scores_each_sample_once(tmp_path, proto):
 def test_export_formats(tmp_path, proto):
     data = make_pairs(tmp_path / "d", n=3)
     results = tmp_path / "r"
-    payload = json.loads(_run("run", "--protocol", proto, "--data-root", str(data), "--results", str(results),
-                              "--json", "--no-report").stdout)
+    payload = json.loads(
+        _run(
+            "run",
+            "--protocol",
+            proto,
+            "--data-root",
+            str(data),
+            "--results",
+            str(results),
+            "--json",
+            "--no-report",
+        ).stdout
+    )
     for fmt in ("csv", "parquet", "json"):
         out = tmp_path / f"rec.{fmt}"
-        res = _run("runs", "export", payload["run_id"], "--format", fmt, "--out", str(out), "--results", str(results))
+        res = _run(
+            "runs", "export", payload["run_id"], "--format", fmt, "--out", str(out), "--results", str(results)
+        )
         assert res.exit_code == 0, res.output
         df = {"csv": pd.read_csv, "parquet": pd.read_parquet, "json": pd.read_json}[fmt](out)
         assert len(df) == 6 and {"sample_id", "metric", "value"} <= set(df.columns)
@@ -247,7 +355,15 @@ def test_list_commands(tmp_path, proto):
     models = _run("models", "list").stdout
     for name in ("identity", "gamma", "histogram-equalization", "clahe"):
         assert name in models
-    for cmd in (["run"], ["protocols", "list"], ["models", "list"], ["runs", "list"], ["runs", "show"],
-                ["runs", "export"], ["data", "check"], ["weights", "list"]):
+    for cmd in (
+        ["run"],
+        ["protocols", "list"],
+        ["models", "list"],
+        ["runs", "list"],
+        ["runs", "show"],
+        ["runs", "export"],
+        ["data", "check"],
+        ["weights", "list"],
+    ):
         helptext = _run(*cmd, "--help").stdout
         assert "Example" in helptext, cmd

@@ -16,7 +16,9 @@ TOL = 1e-4
 
 
 def _sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    return sk_ssim(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=2)
+    return sk_ssim(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=2
+    )
 
 
 def _t(img: np.ndarray) -> torch.Tensor:
@@ -46,7 +48,9 @@ def test_random_images_match_skimage(shape):
     # a correlated second image so SSIM is far from 0 and 1
     b = np.clip(a.astype(int) + rng.integers(-40, 41, size=a.shape), 0, 255).astype(np.uint8)
     assert float(structural_similarity(_t(a), _t(b))[0]) == pytest.approx(_sk_ssim(a, b), abs=TOL)
-    assert float(peak_signal_noise_ratio(_t(a), _t(b))[0]) == pytest.approx(sk_psnr(b, a, data_range=255), abs=TOL)
+    assert float(peak_signal_noise_ratio(_t(a), _t(b))[0]) == pytest.approx(
+        sk_psnr(b, a, data_range=255), abs=TOL
+    )
 
 
 def test_batch_equals_single():
@@ -56,7 +60,9 @@ def test_batch_equals_single():
     y = torch.cat([_t(i) for i in imgs[2:]])
     batch = structural_similarity(x, y)
     for k in range(2):
-        assert float(batch[k]) == pytest.approx(float(structural_similarity(x[k : k + 1], y[k : k + 1])[0]), abs=1e-12)
+        assert float(batch[k]) == pytest.approx(
+            float(structural_similarity(x[k : k + 1], y[k : k + 1])[0]), abs=1e-12
+        )
 
 
 def test_torchmetrics_second_reference(lol_root):
@@ -69,7 +75,12 @@ def test_torchmetrics_second_reference(lol_root):
     # (0.2357 here vs skimage's 0.2340: a different convention). Its full map, with the 5-pixel border
     # that the 11x11 window cannot cover cropped, must average to our value.
     _, full = tm.structural_similarity_index_measure(
-        low * 255, high * 255, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=255.0,
+        low * 255,
+        high * 255,
+        gaussian_kernel=True,
+        sigma=1.5,
+        kernel_size=11,
+        data_range=255.0,
         return_full_image=True,
     )
     interior = full[..., 5:-5, 5:-5].mean()

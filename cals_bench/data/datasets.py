@@ -97,7 +97,9 @@ def layout_help(ds: DatasetSpec) -> str:
     if ds.layout == "paired":
         expect = f"<root>/{ds.low_dir}/*.png with matching <root>/{ds.high_dir}/*.png"
     elif ds.layout == "synthetic":
-        expect = f"clean images in <root>/{ds.clean_dir}" + (f" and <root>/{ds.manifest}" if ds.manifest else "")
+        expect = f"clean images in <root>/{ds.clean_dir}" + (
+            f" and <root>/{ds.manifest}" if ds.manifest else ""
+        )
     else:
         expect = "the component datasets, each in <root>/<its folder name>"
     src = f"; the official dataset is published at {ds.source}" if ds.source else ""
@@ -170,8 +172,15 @@ def _paired(protocol: Protocol, root: Path) -> list[Sample]:
         attrs = dict(ds.attributes)
         if not high.is_file():
             samples.append(
-                Sample(sid, attrs, lambda: "", lambda: (None, None), low, high,
-                       error=f"{low}: no reference image {high}")
+                Sample(
+                    sid,
+                    attrs,
+                    lambda: "",
+                    lambda: (None, None),
+                    low,
+                    high,
+                    error=f"{low}: no reference image {high}",
+                )
             )
             continue
 
@@ -290,8 +299,13 @@ def _synthetic(protocol: Protocol, root: Path) -> list[Sample]:
         samples.append(Sample(sid, attrs, _file_key(path, pre), loader, None, path))
     for name in missing:
         samples.append(
-            Sample(Path(name).stem, {**ds.attributes, **manifest[name]}, lambda: "", lambda: (None, None),
-                   error=f"{folder / name}: listed in the manifest but missing")
+            Sample(
+                Path(name).stem,
+                {**ds.attributes, **manifest[name]},
+                lambda: "",
+                lambda: (None, None),
+                error=f"{folder / name}: listed in the manifest but missing",
+            )
         )
     return samples
 

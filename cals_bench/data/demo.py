@@ -7,7 +7,7 @@ is rounded to 8 bits.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -24,7 +24,7 @@ DEMO_IMAGES: dict[str, str] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def demo_image(name: str) -> np.ndarray:
     """uint8 RGB ``(H, W, 3)`` of a scikit-image sample image (read from the installed package)."""
     import skimage.data

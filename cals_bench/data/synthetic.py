@@ -43,7 +43,9 @@ class DegradationSpec:
 
 def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
     """The per-sample generator: independent of visiting order."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), zlib.crc32(sample_id.encode())])))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([int(seed), zlib.crc32(sample_id.encode())]))
+    )
 
 
 def draw_parameters(spec: DegradationSpec, seed: int, sample_id: str) -> dict[str, float]:

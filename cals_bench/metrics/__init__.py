@@ -18,7 +18,11 @@ from cals_bench.metrics.base import (
     register_metric,
 )
 
-BUILTIN_METRIC_MODULES = ("cals_bench.metrics.fidelity", "cals_bench.metrics.lpips", "cals_bench.metrics.identity")
+BUILTIN_METRIC_MODULES = (
+    "cals_bench.metrics.fidelity",
+    "cals_bench.metrics.lpips",
+    "cals_bench.metrics.identity",
+)
 IMPORT_ERRORS: dict[str, str] = {}
 
 for _mod in BUILTIN_METRIC_MODULES:

@@ -68,7 +68,7 @@ class Metric(abc.ABC):
     def to(self, device: torch.device | str) -> Metric:
         return self
 
-    def attach_cache(self, cache: Any) -> None:
+    def attach_cache(self, cache: Any) -> None:  # noqa: B027 - optional hook
         """Give the metric the run's reference-feature cache (learned metrics use it)."""
 
     @abc.abstractmethod
