@@ -201,8 +201,12 @@ def registry() -> dict[str, RegistryEntry]:
 
 
 def import_errors() -> dict[str, str]:
+    """Modules that failed to import while loading the registry (module -> error)."""
     _load_builtins()
-    return dict(_IMPORT_ERRORS)
+    errors = dict(_IMPORT_ERRORS)
+    baselines = sys.modules.get("baselines")
+    errors.update(getattr(baselines, "IMPORT_ERRORS", {}))
+    return errors
 
 
 # Loaders for ``prefix:rest`` model specs other than module/file paths (e.g. "checkpoint").
