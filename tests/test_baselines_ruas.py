@@ -95,9 +95,8 @@ def test_output_contract_and_odd_size(models):
         assert y.shape == x.shape and y.dtype == torch.float32  # pad_multiple 1: any size as is
         assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
         assert float(y.mean()) > float(x.mean())
-        torch.testing.assert_close(
-            y[1:], y1, atol=1e-6, rtol=0
-        )  # independent of the batch (float order only)
+        # independent of the batch; u = y / t with t >= 0.001 can magnify float reassociation up to 1000x
+        torch.testing.assert_close(y[1:], y1, atol=1e-4, rtol=0)
 
 
 def test_lol_variant_clamps_the_unclamped_denoiser_output(models):
