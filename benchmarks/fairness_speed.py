@@ -41,12 +41,14 @@ def _expected_norm(d: int) -> float:
     return math.sqrt(2.0) * math.exp(gammaln((d + 1) / 2) - gammaln(d / 2))
 
 
-def section_speed(repeats: int) -> None:
+def section_speed(repeats: int, projections: int) -> None:
     print("\n== speed: full audit, 2,000 samples, 4 groups, 128-d features ==")
     data = simulated_enhancer_data(
         n=2000, dim=128, biased_group="d", degradation=1.1, nan_fraction=0.02, seed=0
     )
-    settings = AuditSettings(group_by=("group",), min_group_size=20, bootstrap=1000, permutations=1000)
+    settings = AuditSettings(
+        group_by=("group",), min_group_size=20, bootstrap=1000, permutations=1000, gpi_projections=projections
+    )
     print(
         f"settings: bootstrap={settings.bootstrap} permutations={settings.permutations} "
         f"gpi_exact_max_n={settings.gpi_exact_max_n} gpi_projections={settings.gpi_projections} "
@@ -221,7 +223,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"python {platform.python_version()}, numpy {np.__version__}, cpus {os.cpu_count()}")
     if args.section in ("all", "speed"):
-        section_speed(args.repeats)
+        section_speed(args.repeats, args.projections)
     if args.section in ("all", "table"):
         section_table(args.projections)
     if args.section in ("all", "power"):

@@ -58,7 +58,9 @@ class AuditSettings:
       skipped with a note when the records lack it).
     - ``gpi_exact_max_n``: exact EMD when the largest group of a grouping has at most this many samples,
       sliced Wasserstein above it (0 = always sliced).
-    - ``gpi_projections``: number of random directions of the sliced estimate.
+    - ``gpi_projections``: number of random directions of the sliced estimate (50, POT's default). The
+      relative Monte-Carlo error for a translation-type difference is about 0.76 / sqrt(K) (11% at 50,
+      7.5% at 100); an isotropic change has none; all groups share the directions.
     - ``gpi_seed``: seed of the sliced projections.
     - ``gpi_bootstrap`` / ``gpi_permutations``: resamples for the GPI intervals and the GPI gap test;
       ``None`` means the same as ``bootstrap`` / ``permutations``. Exact EMD costs one transport problem
@@ -76,7 +78,7 @@ class AuditSettings:
     distance_interval: Literal["basic", "percentile"] = "basic"
     gpi_metric: str | None = "lpips"
     gpi_exact_max_n: int = 100
-    gpi_projections: int = 100
+    gpi_projections: int = 50
     gpi_seed: int = 0
     gpi_bootstrap: int | None = None
     gpi_permutations: int | None = None
