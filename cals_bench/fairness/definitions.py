@@ -55,7 +55,9 @@ DEFINITIONS: dict[str, str] = {
         "Used when the grouping's largest group has <= gpi_exact_max_n samples: POT ot.emd2 with uniform "
         "weights on ot.dist(ref, out, metric='euclidean') (Flamary et al., JMLR 2021). In high dimension "
         "the empirical W1 is biased upwards by sampling, at rate n^(-1/d) (Fournier & Guillin 2015), so "
-        "values depend on group size; the permutation test keeps group sizes and stays valid."
+        "values depend on group size; the permutation test keeps group sizes and stays valid. For outputs "
+        "close to their own references the optimal coupling is the identity and exact W1 is about the "
+        "mean per-sample distortion mean_i ||out_i - ref_i||."
     ),
     "gpi method sliced": (
         "Used above gpi_exact_max_n: normalised sliced W1 = (1/K) sum_k W1(<theta_k, X>, <theta_k, Y>) / "
