@@ -164,6 +164,17 @@ def build_leaderboard(
             )
         )
     if len(hashes) > 1:
+        newest = max(rows, key=lambda r: r.meta.get("created") or 0).meta["protocol"]["hash"]
+        for r in rows:
+            h = r.meta["protocol"]["hash"]
+            if h != newest:
+                r.flags.append(
+                    Flag(
+                        "missing",
+                        f"protocol {h[:8]}",
+                        f"scored under protocol hash {h}, not the newest {newest}",
+                    )
+                )
         notes.append(
             f"runs carry {len(hashes)} different protocol hashes for {protocol} v{version}: the protocol "
             "changed "
