@@ -166,3 +166,12 @@ def test_cosine_mirror_matches_numpy_and_is_zero_on_identity():
         ]
     )
     assert float(cosine_mirror_loss(student, teacher)) == pytest.approx(ref, rel=1e-5)  # float32
+
+
+def test_ssim_loss_stays_float32_under_bf16_autocast():
+    a, b = _grid_images(8, shape=(1, 3, 32, 32))
+    x, y = b.float(), a.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = float(ssim_loss(x, y))
+    # in bf16 the variances cancel and the loss comes out on a 1/256 grid; in float32 it matches to 1e-6
+    assert under == pytest.approx(float(ssim_loss(x, y)), abs=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cals_bench.data.io import read_rgb
@@ -120,3 +121,16 @@ def test_clean_folder_pairs_use_the_core_degradation(tmp_path):
     clean = read_rgb(tmp_path / "clean" / "c1.png")
     expected, _ = degrade(clean, DegradationSpec(), 7, "c1")
     assert np.array_equal(high, clean) and np.array_equal(low, expected)
+
+
+def test_loader_workers_give_the_same_batches(tmp_path):
+    root = make_pairs(tmp_path / "d", n=6, size=(40, 48))
+    data = load_training_data(DataConfig(low_dir="low", high_dir="high", val_fraction=0.0), root)
+    ds = CropDataset(data.train, crop=16, flips=True, seed=0)
+    batches = {}
+    for workers in (0, 2):
+        sampler = StepBatchSampler(6, batch_size=2, seed=0, start=0, stop=7)
+        batches[workers] = list(torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers))
+    assert len(batches[2]) == 7
+    for (lo_a, hi_a), (lo_b, hi_b) in zip(batches[0], batches[2]):
+        assert torch.equal(lo_a, lo_b) and torch.equal(hi_a, hi_b)

@@ -11,6 +11,7 @@ A checkpoint is a dict of plain values and tensors:
 ``ema``         ``{name: {"source": ..., "momentum": ..., "updates": ...}}`` for each EMA pair
 ``optimizer``, ``scheduler``, ``scaler``   their state dicts (``scaler`` is ``{}`` without fp16)
 ``rng``         torch CPU (and CUDA) generator states, NumPy's and Python's, all as tensors
+``log_interval``  loss sums and step count of the unfinished logging interval (so logs resume exactly)
 ``val``         the last validation metrics, ``best`` the best validation PSNR and its step
 ``torch``       the torch version that wrote it
 

@@ -52,9 +52,11 @@ def structural_similarity(output: torch.Tensor, target: torch.Tensor) -> torch.T
 
 
 def ssim_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``1 - SSIM(output, target)``, in float32 at least (bf16 autocast would lose SSIM's small variances)."""
+    """``1 - SSIM(output, target)``, in float32 at least, autocast off: in bf16 the local variances
+    ``E[x^2] - E[x]^2`` cancel catastrophically (the loss is quantised to 1/256 and its gradient can be NaN)."""
     dtype = torch.promote_types(output.dtype, torch.float32)
-    return 1.0 - structural_similarity(output.to(dtype), target.to(dtype))
+    with torch.autocast(output.device.type, enabled=False):
+        return 1.0 - structural_similarity(output.to(dtype), target.to(dtype))
 
 
 def standardise(f: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

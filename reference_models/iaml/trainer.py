@@ -98,16 +98,21 @@ class IAMLModel(IAMLNetwork, TrainableModel):
         return tuple(terms)
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch; the networks run under the caller's autocast, the losses in float32."""
         cfg = self.config
         out, student_levels = self.student.forward_levels(low)
-        out = out.float()
-        terms = {"mse": mse_loss(out, high.float())}
+        teacher_levels = self.teacher_levels(high) if cfg.mirror != "none" else []
+        with torch.autocast(low.device.type, enabled=False):
+            return self._losses(out.float(), high.float(), low.float(), student_levels, teacher_levels)
+
+    def _losses(self, out, high, low, student_levels, teacher_levels) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        terms = {"mse": mse_loss(out, high)}
         total = terms["mse"]
         if cfg.ssim:
             terms["ssim_loss"] = ssim_loss(out, high)
             total = total + terms["ssim_loss"]
         if cfg.mirror != "none":
-            teacher_levels = self.teacher_levels(high)
             if cfg.mirror == "iaml":
                 mirror = illumination_aware_mirror_loss(
                     student_levels, teacher_levels, low, cfg.alpha, cfg.std_eps
