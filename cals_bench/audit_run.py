@@ -30,7 +30,8 @@ def attributes_frame(samples: pd.DataFrame) -> pd.DataFrame:
     ok = samples[samples["status"] == "ok"]
     attrs = ok.set_index("sample_id")[[c for c in ok.columns if c.startswith("attr.")]]
     attrs.columns = [c[len("attr.") :] for c in attrs.columns]
-    return attrs.astype(str)
+    # Missing attribute values stay missing (None), never the string "None"/"nan" (a fake group).
+    return attrs.apply(lambda col: col.map(lambda v: None if v is None or v != v else str(v)))
 
 
 def compute_audit(store: Store, run_ref: str, *, baseline_ref: str | None = None) -> AuditResult:

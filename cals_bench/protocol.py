@@ -91,7 +91,7 @@ class AuditSpec:
     distance_interval: Literal["basic", "percentile"] = "basic"
     gpi_metric: str | None = "lpips"
     gpi_exact_max_n: int = 100
-    gpi_projections: int = 100
+    gpi_projections: int = 50
     gpi_seed: int = 0
     gpi_bootstrap: int | None = None
     gpi_permutations: int | None = None
