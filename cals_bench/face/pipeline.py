@@ -184,6 +184,10 @@ class FacePipeline:
         if face.found:
             self.cache.put(self._emb_key("face-embedding", key), {"embedding": face.embedding})
 
+    def clear_memory(self) -> None:
+        """Forget the references held in memory (the disk cache keeps them)."""
+        self._recent.clear()
+
     def _remember(self, key: str, face: ReferenceFace) -> None:
         self._recent[key] = face
         self._recent.move_to_end(key)

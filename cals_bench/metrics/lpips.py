@@ -134,9 +134,14 @@ def scale_input(x: torch.Tensor) -> torch.Tensor:
     return (x * 2.0 - 1.0 - shift) / scale
 
 
-def normalize_channels(f: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Unit length along channels, ``f / (sqrt(sum_c f^2) + eps)`` (the lpips package's normalize_tensor)."""
-    return f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+def normalize_channels(f: torch.Tensor, eps: float = EPS, *, inplace: bool = False) -> torch.Tensor:
+    """Unit length along channels, ``f / (sqrt(sum_c f^2) + eps)`` (the lpips package's normalize_tensor).
+
+    ``inplace=True`` overwrites ``f`` (no new full-size tensor: on the CPU, allocating and faulting in
+    fresh pages costs as much as the arithmetic).
+    """
+    norm = torch.linalg.vector_norm(f, dim=1, keepdim=True).add_(eps)
+    return f.div_(norm) if inplace else f / norm
 
 
 def lpips_from_features(
@@ -148,7 +153,8 @@ def lpips_from_features(
     """
     total = None
     for f0, f1, w in zip(feats0, feats1, heads):
-        per_channel = (f0 - f1).pow(2).mean(dim=(2, 3))
+        d = f0 - f1
+        per_channel = d.mul_(d).mean(dim=(2, 3))
         term = per_channel @ w
         total = term if total is None else total + term
     assert total is not None
@@ -200,7 +206,7 @@ class LpipsModel(nn.Module):
 
     def normalized_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Channel-normalised activations: images ``(B, 3, H, W)`` in [0, 1] -> five ``(B, C_k, h, w)``."""
-        return [normalize_channels(f) for f in self.backbone(scale_input(x))]
+        return [normalize_channels(f, inplace=True) for f in self.backbone(scale_input(x))]
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         f = self.normalized_features(torch.cat([x0, x1]))
@@ -228,6 +234,13 @@ def learned_perceptual_image_patch_similarity(
     model = _FUNCTIONAL_MODELS[net].to(img0.device)
     with torch.inference_mode():
         return model(img0.float(), img1.float())
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    """A CPU tensor viewing a (read-only) cached array without copying; it is only ever read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable array": we never write to it
+        return torch.from_numpy(a)
 
 
 def preprocessing_tag(net: str) -> str:
@@ -347,11 +360,8 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
                 self.cache.put(keys[i], {f"layer{k}": t.cpu().numpy() for k, t in enumerate(per_layer)})
         ref_f = []
         for k in range(len(out_f)):
-            rows = []
-            for i in range(b):
-                if i in computed:
-                    rows.append(computed[i][k])
-                else:
-                    rows.append(torch.from_numpy(np.array(cached[i][f"layer{k}"])).to(self.device))
-            ref_f.append(torch.stack(rows))
+            rows = [computed[i][k] if i in computed else _as_tensor(cached[i][f"layer{k}"]) for i in range(b)]
+            ref_f.append(
+                rows[0].unsqueeze(0).to(self.device) if b == 1 else torch.stack(rows).to(self.device)
+            )
         return out_f, ref_f
