@@ -165,7 +165,7 @@ def run(
             click.echo(f"run {result.run_id}{' (reused; --force to rescore)' if result.reused else ''}")
             click.echo(f"records: {result.run_dir}")
             if report_path:
-                click.echo(f"report: {report_path}")
+                click.echo(f"report: {Path(report_path).resolve()}")
     if len(models) > 1 and not as_json:
         click.echo("")
         click.echo(_leaderboard_text(store, proto.name))
@@ -180,9 +180,9 @@ def run(
 
 def _audit_after_run(store, result) -> str | None:
     """Compute (or reuse) the run's fairness audit from its stored records; the text to print, if grouped."""
-    from cals_bench.audit_run import load_audit
+    from cals_bench.audits import load_audit
 
-    audit = load_audit(store, result.run_id)
+    audit, _notes = load_audit(store, result.run_id)
     spec = result.meta["protocol"]["spec"].get("audit", {})
     return audit.to_text() if spec.get("group_by") else None
 
@@ -246,10 +246,10 @@ def audit(run_ref, results, recompute, as_json):
       cals-bench audit latest
       cals-bench audit cals-face__gamma --json
     """
-    from cals_bench.audit_run import load_audit
+    from cals_bench.audits import load_audit
 
     store = _store(results)
-    result = load_audit(store, run_ref, recompute=recompute)
+    result, notes = load_audit(store, run_ref, recompute=recompute)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
@@ -259,6 +259,8 @@ def audit(run_ref, results, recompute, as_json):
             f"model {meta['model']['name']})"
         )
         click.echo(result.to_text())
+        for note in notes:
+            click.echo(f"note: {note}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -550,6 +552,22 @@ def weights_path(name):
     click.echo(f"cache: {w.cache_dir()}")
     click.echo(f"torch hub: {w.torch_hub_dir()}")
 
+
+def _register_optional_commands() -> None:
+    """Commands that live beside their subsystem (reports, training)."""
+    from cals_bench.report.cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+    try:
+        from cals_bench.train.cli import COMMANDS as TRAIN_COMMANDS
+    except ImportError:
+        TRAIN_COMMANDS = ()
+    for command in TRAIN_COMMANDS:
+        main.add_command(command)
+
+
+_register_optional_commands()
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from cals_bench.report import audits, grids, plots
+from cals_bench import audits
+from cals_bench.report import grids, plots
 from cals_bench.report.formatting import (
     GT_MEAN_COLUMNS,
     arrow,
@@ -81,7 +83,10 @@ def render_audit(
 
 def _render(store: Store, meta: dict[str, Any], folder: Path, leaderboard_href: str | None) -> Path:
     run_id = meta["run_id"]
-    result, report_notes = audits.cached_audit(store, meta, folder / "audit.json")
+    result, report_notes = audits.load_audit(store, run_id)
+    # the report folder is self-contained: it carries a copy of the run's audit.json for download
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(store.run_dir(run_id) / audits.AUDIT_FILE, folder / "audit.json")
     settings = result.settings
     directions = dict(meta.get("metric_directions") or {})
     samples = store.samples(run_id)

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cals_bench import audits
 from cals_bench.errors import CalsBenchError
-from cals_bench.report import audits, grids, plots
+from cals_bench.report import grids, plots
 from cals_bench.report.formatting import (
     arrow,
     direction_text,

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from cals_bench import audits
 from cals_bench.errors import CalsBenchError
-from cals_bench.report import audits
 from cals_bench.report.formatting import (
     GT_MEAN_COLUMNS,
     arrow,
@@ -146,7 +146,7 @@ def build_leaderboard(
             from cals_bench.report.audit_page import render_audit
 
             render_audit(store, meta["run_id"], root=root_path, refresh_leaderboard=False)
-        result, _ = audits.cached_audit(store, meta, folder / "audit.json")
+        result, _ = audits.load_audit(store, meta["run_id"])
         settings = settings or result.settings
         title = meta["protocol"].get("title") or title
         if meta["protocol"]["hash"] not in hashes:

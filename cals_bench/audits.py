@@ -1,10 +1,10 @@
-"""The report's one link to the fairness package: audit settings from a protocol, audits of stored runs.
+"""Audits of stored runs: the one link between runs (the store) and the fairness package.
 
-Every call into ``cals_bench.fairness`` made by the report lives here, so a change in the fairness API
-touches this module only. Audits are computed from the store's per-sample records (never from model
-outputs) and cached as ``audit.json`` beside the run's report; the cache key covers the run's identity and
-finish time, the settings and the fairness schema, so a rescored run or a changed protocol section is
-audited afresh.
+Every call into ``cals_bench.fairness`` made by the CLI and the reports lives here, so a change in the
+fairness API touches this module only. Audits are computed from the store's per-sample records and features
+(never from model outputs) and cached as ``runs/<run_id>/audit.json``; the cache key covers the run's
+identity and finish time, the settings and the fairness schema, so a rescored run or a changed protocol
+section is audited afresh. ``cals-bench audit RUN`` reprints it; reports copy it.
 """
 
 from __future__ import annotations
@@ -204,3 +204,15 @@ def compare_runs(
         rec_a, rec_b, attrs, settings, directions=directions, label_a=labels[0], label_b=labels[1]
     )
     return table, settings
+
+
+AUDIT_FILE = "audit.json"
+
+
+def load_audit(store: Store, run_ref: str, *, recompute: bool = False) -> tuple[AuditResult, list[str]]:
+    """The run's audit from its cache in the run folder (computed from stored records when stale)."""
+    meta = store.get_run(run_ref)
+    path = store.run_dir(meta["run_id"]) / AUDIT_FILE
+    if recompute:
+        path.unlink(missing_ok=True)
+    return cached_audit(store, meta, path)
