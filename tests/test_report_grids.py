@@ -84,7 +84,7 @@ def test_number_formats():
 def test_finite_records_turns_inf_into_undefined_with_a_note():
     import pandas as pd
 
-    from cals_bench.report.audits import finite_records
+    from cals_bench.audits import finite_records
 
     rec = pd.DataFrame({"sample_id": ["a", "b"], "metric": ["psnr", "psnr"], "value": [math.inf, 20.0]})
     out, notes = finite_records(rec)
@@ -94,7 +94,7 @@ def test_finite_records_turns_inf_into_undefined_with_a_note():
 
 
 def test_settings_from_stored_protocol_specs():
-    from cals_bench.report.audits import settings_for
+    from cals_bench.audits import settings_for
 
     audit = {
         "group_by": ["context"],
