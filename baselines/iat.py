@@ -217,6 +217,11 @@ class IAT(VariantEnhancer):
       to 1200x900 (a property of that dataset's protocol, not of the model); ours never resizes, so a
       protocol that wants that resize must ask for it.
     The network needs no particular H, W (``pad_multiple = 1``): odd sizes run as they are.
+
+    LOL-v1 eval15 with the suite's conventions: ``lol_v1`` 23.381 dB / SSIM 0.8081 (README: 23.38 / 0.809,
+    its SSIM from IQA_pytorch); the official evaluation script rebuilt on CPU writes PNGs that score the
+    same (57 of 10.8M values one level apart). ``lol`` gives 18.427 dB / 0.7660, as the official
+    ``evaluation_lol_v2.py`` procedure does on these images.
     """
 
     summary = "IAT (BMVC 2022): local mul/add maps + global gamma and colour matrix, 91k params"
