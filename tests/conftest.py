@@ -33,6 +33,23 @@ def shared_weights() -> Path:
     return _need(SHARED / "weights")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_env(tmp_path_factory):
+    """The same isolation for session- and module-scoped fixtures (which run before per-test fixtures)."""
+    saved = dict(os.environ)
+    if (SHARED / "weights").exists():
+        os.environ["CALS_BENCH_WEIGHTS"] = str(SHARED / "weights")
+    os.environ["CALS_BENCH_OFFLINE"] = "1"
+    cache = tmp_path_factory.getbasetemp() / "xdg-cache"
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    os.environ["TORCH_HOME"] = str(cache / "torch")
+    os.environ.pop("CALS_BENCH_RESULTS", None)
+    os.environ.pop("CALS_BENCH_DATA", None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
     """Every test: weights from ../shared, no downloads, a private cache and results folder."""
