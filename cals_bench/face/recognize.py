@@ -70,8 +70,11 @@ def onnx_session_without_stale_inputs(model_path: Path, *, dynamic_batch: bool =
             dims = value.type.tensor_type.shape.dim
             if len(dims):
                 dims[0].dim_param = "N"
+    import torch
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = torch.get_num_threads()  # the process's thread budget, as for torch
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
