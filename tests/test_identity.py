@@ -156,6 +156,24 @@ def test_no_face_gives_nan_with_reason_and_input_rules(celeb, lol_root):
     assert metric.last_reasons[0] is None
 
 
+def test_several_faces_use_the_largest(celeb):
+    names, imgs = celeb
+    small = F.interpolate(imgs[1:2], size=(128, 128), mode="area")[0]
+    canvas = torch.zeros(3, SIZE, SIZE + 128)
+    canvas[:, :, :SIZE] = imgs[0]
+    canvas[:, 64:192, SIZE:] = small
+    canvas = _q(canvas)
+    search = FacePipeline("sface").load().detector.detect(to_uint8_hwc(canvas))
+    assert search.n_faces == 2
+    assert search.chosen.box[0] < SIZE // 2 and search.faces[1].box[0] >= SIZE - 8  # the big one, on the left
+    metric = build_metric("id_sim")
+    # output: the composite with the small face removed; the chosen (big) face is untouched: id_sim ~ 1
+    out = canvas.clone()
+    out[:, :, SIZE:] = 0
+    row = metric.score_batch(out[None], canvas[None], _ctxs(1))[0]
+    assert metric.last_face_counts == [2] and row["id_sim"] > 0.99
+
+
 def test_backend_is_recorded_and_engines_agree(celeb):
     names, imgs = celeb
     x, ref = _q(imgs[:4] ** 1.3), imgs[:4]

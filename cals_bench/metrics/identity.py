@@ -7,7 +7,8 @@ Per sample (the CALS paper's S_id as written):
    with the chosen recogniser and scale the embeddings to unit length;
 4. ``id_sim = cos(embed(output), embed(reference))`` and ``id_sim_input = cos(embed(output), embed(input))``,
    both in [-1, 1], higher is more alike.
-Undefined values are NaN with a reason in ``last_reasons`` (one string per sample, None when both columns
+Several faces on the reference: the largest box is used (``last_face_counts`` tells how many were
+found). Undefined values are NaN with a reason in ``last_reasons`` (one string per sample, None when both columns
 are defined): no face in the reference (both columns), or no model input / an input of another size than
 the reference (``id_sim_input`` only).
 
@@ -70,6 +71,8 @@ class IdentitySimilarity(Metric):
             "det_threshold": self.pipeline.detector.score_threshold,
         }
         self.last_reasons: list[str | None] = []
+        # faces found on each reference of the last batch (diagnostics: > 1 means the largest was used)
+        self.last_face_counts: list[int] = []
 
     def available(self) -> tuple[bool, str]:
         ok, reason = self.pipeline.available()
@@ -138,4 +141,5 @@ class IdentitySimilarity(Metric):
                 row["id_sim_input"] = _cosine(out_emb[i], in_emb[i])
             rows.append(row)
         self.last_reasons = reasons
+        self.last_face_counts = [f.n_faces for f in faces]
         return rows
