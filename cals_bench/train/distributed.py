@@ -8,6 +8,7 @@ DistributedDataParallel. Multi-node is the same code: only the torchrun command 
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -54,9 +55,15 @@ def setup(device: str | None = None) -> DistContext:
         backend = "nccl" if want.type == "cuda" else "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend=backend)
+            atexit.register(_destroy)
         elif dist.get_backend() != backend:
             backend = dist.get_backend()
     return DistContext(rank, world, local_rank, want, backend)
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:

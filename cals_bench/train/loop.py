@@ -277,6 +277,19 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
         scheduler = build_scheduler(optimizer, cfg.schedule)
+        step = 0
+        if ckpt is not None:  # every process reads the same checkpoint
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            checkpoint.set_rng_state(ckpt["rng"])
+            step = int(ckpt["step"])
+            self.best = dict(ckpt.get("best", {}))
+            self.last_checkpoint, self.last_checkpoint_step = resume_path, step
+            self._resumed_interval = ckpt.get("log_interval")
+            self._resumed_val = dict(ckpt.get("val", {}))
+        else:
+            torch.manual_seed(cfg.seed + 1)  # the stream after initialisation, identical on every process
         net: nn.Module = model
         if ctx.distributed:
             net = nn.parallel.DistributedDataParallel(
@@ -285,23 +298,10 @@ class Trainer:
         if cfg.runtime.compile:
             net = torch.compile(net)
         runner = StepRunner(net, model, optimizer, scheduler, cfg.runtime, cfg.optim.grad_clip, ctx.device)
-
-        step = 0
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
             if ckpt.get("scaler"):
                 runner.scaler.load_state_dict(ckpt["scaler"])
-            checkpoint.set_rng_state(ckpt["rng"])
-            step = int(ckpt["step"])
             runner.ema_updates = int(next(iter(ckpt.get("ema", {}).values()), {}).get("updates", step))
-            self.best = dict(ckpt.get("best", {}))
-            self.last_checkpoint, self.last_checkpoint_step = resume_path, step
-            self._resumed_interval = ckpt.get("log_interval")
-            self._resumed_val = dict(ckpt.get("val", {}))
-        else:
-            torch.manual_seed(cfg.seed + 1)  # the stream after initialisation, identical on every process
 
         stop = cfg.schedule.steps if stop_at is None else min(stop_at, cfg.schedule.steps)
         dataset = CropDataset(data.train, cfg.data.crop, cfg.data.flips, cfg.seed, cfg.data.cache_images)

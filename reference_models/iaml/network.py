@@ -23,7 +23,12 @@ from torch import nn
 
 
 class ChannelAttention(nn.Module):
-    """CBAM channel attention (Woo et al., ECCV 2018): a shared MLP over average- and max-pooled features."""
+    """CBAM channel attention (Woo et al., ECCV 2018): a shared MLP over average- and max-pooled features.
+
+    The max pooling returns indices (``adaptive_max_pool2d``; ``max(dim)`` in :class:`SpatialAttention`)
+    rather than using ``amax``: compiled with bf16 autocast, amax's tie-mask backward gave NaN gradients
+    on the CPU (torch 2.13 inductor). The forward is the same.
+    """
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
@@ -36,7 +41,7 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
-        mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))
+        mx = self.mlp(F.adaptive_max_pool2d(x, 1))
         return x * torch.sigmoid(avg + mx)
 
 
@@ -48,7 +53,7 @@ class SpatialAttention(nn.Module):
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.max(dim=1, keepdim=True).values], dim=1)
         return x * torch.sigmoid(self.conv(pooled))
 
 
