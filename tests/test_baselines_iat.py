@@ -113,6 +113,7 @@ def test_missing_weight_file_is_refused_offline(tmp_path, monkeypatch):
         IAT()
 
 
+@pytest.mark.slow
 def test_lol_v1_reproduces_readme(iat_lol_v1, lol_root):
     psnr, ssim = _lol_v1_scores(iat_lol_v1, lol_root)
     # README: 23.38 dB; the issue's tolerance is 0.05 dB. (Measured 23.381; the official evaluation
@@ -123,9 +124,18 @@ def test_lol_v1_reproduces_readme(iat_lol_v1, lol_root):
     assert abs(ssim - 0.809) < 0.002
 
 
-def test_lol_v2_weights_on_lol_v1_match_the_official_script(shared_weights, lol_root):
-    """Regression number for the ``lol`` variant: the official evaluation_lol_v2.py procedure (normalised
-    input), rebuilt on CPU and pointed at LOL-v1 eval15, saves PNGs scoring 18.427 dB / 0.7660."""
-    psnr, ssim = _lol_v1_scores(IAT(variant="lol"), lol_root)
-    assert abs(psnr - 18.427) < 0.05  # same tolerance as the published targets
-    assert abs(ssim - 0.7660) < 0.002
+# Per-image PSNR of the PNGs written by the official evaluation_lol_v2.py procedure (Normalize(0.5, 0.5)
+# input, best_Epoch_lol.pth), rebuilt on CPU and pointed at LOL-v1 eval15 (15-image mean 18.427 dB).
+_OFFICIAL_LOL_VARIANT_PSNR = {"1.png": 19.7796, "111.png": 15.1101, "146.png": 17.9779}
+
+
+def test_lol_variant_matches_the_official_script_per_image(shared_weights, lol_root):
+    """The ``lol`` weights expect 2x-1 input (fed [0, 1] instead, the eval15 mean drops from 18.43 to 12.44 dB)."""
+    enh = IAT(variant="lol")
+    for name, expected in _OFFICIAL_LOL_VARIANT_PSNR.items():
+        low = to_tensor(read_rgb(lol_root / "eval15" / "low" / name))[None]
+        with torch.inference_mode():
+            out = to_uint8(enh.enhance(low)[0])
+        psnr = peak_signal_noise_ratio(read_rgb(lol_root / "eval15" / "high" / name), out, data_range=255)
+        # both sides round to 8 bit the same way; float reordering flips a handful of values by one level
+        assert abs(psnr - expected) < 0.01, name

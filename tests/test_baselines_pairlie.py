@@ -108,6 +108,7 @@ def test_missing_weight_file_is_refused_offline(tmp_path, monkeypatch):
         PairLIE()
 
 
+@pytest.mark.slow
 def test_lol_v1_matches_the_official_eval(pairlie, lol_root):
     psnr, ssim = _lol_v1_scores(pairlie, lol_root)
     # The official eval.py (exponent 0.14), rebuilt on CPU, saves PNGs scoring 19.514 dB / 0.7359: it

@@ -190,6 +190,7 @@ def test_checkpoint_needs_the_namespace_allowance(shared_weights):
         torch.load(path, map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow
 def test_lol_v1_gt_guided_reproduces_the_paper(lol_scores):
     psnr, ssim = lol_scores["gt_guided"]
     # Paper (LOL table, ratio from the ground truth as evaluate.py): 21.33 dB; issue tolerance 0.05 dB.
@@ -199,6 +200,7 @@ def test_lol_v1_gt_guided_reproduces_the_paper(lol_scores):
     assert abs(ssim - 0.8341) < 0.002  # vs the official script's PNGs (ours 0.8335: truncation vs rounding)
 
 
+@pytest.mark.slow
 def test_lol_v1_blind_matches_the_official_test_script(lol_scores):
     psnr, ssim = lol_scores["blind"]
     # Official test.py (--ratio 5) rebuilt on CPU: PNGs score 19.842 dB / 0.8259 (truncating save); ours

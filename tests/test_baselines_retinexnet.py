@@ -1,0 +1,108 @@
+"""RetinexNet (PyTorch port) baseline: strict loading of the Decom/Relight checkpoints, the Enhancer contract,
+bad input, and the LOL-v1 eval15 number against the port's own predict.py rebuilt on CPU."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from baselines.retinexnet import RetinexNet
+from cals_bench.data.io import read_rgb, to_tensor, to_uint8
+from cals_bench.enhancer import load_enhancer
+from cals_bench.errors import WeightsHashMismatch, WeightsUnavailable
+from cals_bench.weights import get_spec
+
+_NAMES = ("llie/retinexnet-decom", "llie/retinexnet-relight")
+
+
+def _lol_v1_scores(enhancer: RetinexNet, lol_root: Path) -> tuple[float, float]:
+    """Mean PSNR / SSIM over eval15 with the suite's conventions (clamp, round to uint8, RGB, whole image)."""
+    psnrs, ssims = [], []
+    for ref_path in sorted((lol_root / "eval15" / "high").glob("*.png")):
+        low = to_tensor(read_rgb(lol_root / "eval15" / "low" / ref_path.name))[None]
+        with torch.inference_mode():
+            out = to_uint8(enhancer.enhance(low)[0])
+        ref = read_rgb(ref_path)
+        psnrs.append(peak_signal_noise_ratio(ref, out, data_range=255))
+        ssims.append(
+            structural_similarity(
+                ref,
+                out,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=255,
+                channel_axis=2,
+            )
+        )
+    assert len(psnrs) == 15
+    return float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+@pytest.fixture(scope="module")
+def retinexnet(shared_weights) -> RetinexNet:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CALS_BENCH_WEIGHTS", str(shared_weights))
+        mp.setenv("CALS_BENCH_OFFLINE", "1")
+        return RetinexNet()
+
+
+def test_official_state_dicts_load_strictly(retinexnet, shared_weights):
+    for name, net in zip(_NAMES, (retinexnet.decom, retinexnet.relight)):
+        state = torch.load(shared_weights / get_spec(name).relpath, map_location="cpu", weights_only=True)
+        assert set(net.state_dict()) == set(state), name
+    assert retinexnet.weights_used == {name: get_spec(name).sha256 for name in _NAMES}
+    assert retinexnet.parameter_count() == 555_205
+    assert isinstance(load_enhancer("retinexnet"), RetinexNet)
+
+
+def test_output_shape_dtype_range(retinexnet):
+    x = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.inference_mode():
+        y = retinexnet.enhance(x)
+    assert y.shape == x.shape and y.dtype == torch.float32
+    assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+
+
+@pytest.mark.parametrize("size", [(37, 53), (9, 11), (400, 601)])
+def test_odd_sizes_run_as_is(retinexnet, size):
+    """Three stride-2 stages, but the decoder upsamples to the exact encoder sizes: no padding needed."""
+    assert retinexnet.pad_multiple == 1
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.inference_mode():
+        assert retinexnet.enhance(x).shape == x.shape
+
+
+def test_tampered_weight_file_is_refused(shared_weights, tmp_path, monkeypatch):
+    for name in _NAMES:
+        spec = get_spec(name)
+        (tmp_path / spec.relpath).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared_weights / spec.relpath, tmp_path / spec.relpath)
+    target = tmp_path / get_spec("llie/retinexnet-relight").relpath
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsHashMismatch, match="Relight_9200.tar"):
+        RetinexNet()
+
+
+def test_missing_weight_file_is_refused_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsUnavailable, match="llie/retinexnet-decom"):
+        RetinexNet()
+
+
+@pytest.mark.slow
+def test_lol_v1_matches_the_official_predict(retinexnet, lol_root):
+    psnr, ssim = _lol_v1_scores(retinexnet, lol_root)
+    # The port's predict.py rebuilt on CPU: its uint8 output (clip, truncate) scores 17.610 dB / 0.6479
+    # when kept lossless (every value equal to ours or one level lower); the [input | output] JPEG it
+    # actually writes scores 17.558 dB / 0.6506 (JPEG loss, see the model card). Ours measured 17.611.
+    assert abs(psnr - 17.610) < 0.05  # issue tolerance
+    assert abs(ssim - 0.6479) < 0.002  # truncation vs rounding moves SSIM by 2e-4 here
