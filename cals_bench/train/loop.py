@@ -333,19 +333,9 @@ class Trainer:
         val_set = validation_images(data.val, cfg.data.val_crop) if ctx.is_main and data.val else []
 
         state = _LoopState(
-            model,
-            optimizer,
-            scheduler,
-            runner,
-            ctx,
-            sampler,
-            loader,
-            ids_sha,
-            terms_names,
-            log,
-            bool(data.val),
-            val_set,
-        )
+            model=model, optimizer=optimizer, scheduler=scheduler, runner=runner, ctx=ctx, sampler=sampler,
+            loader=loader, ids_sha=ids_sha, terms=terms_names, log=log, has_val=bool(data.val), val_set=val_set,
+        )  # fmt: skip
         with self._signals():
             return self._loop(state, step, stop)
 
@@ -391,8 +381,9 @@ class Trainer:
         for low, high in st.loader:
             terms, gnorm = st.runner.forward_backward(low, high)
             loss = terms["loss"]
-            bad_grad = not st.runner.scaler.is_enabled()
-            finite = torch.isfinite(loss) & (torch.isfinite(gnorm) if bad_grad else True)
+            # with fp16 the scaler skips steps with inf gradients by design; otherwise they are divergence
+            check_grad = not st.runner.scaler.is_enabled()
+            finite = torch.isfinite(loss) & (torch.isfinite(gnorm) if check_grad else True)
             flags = torch.stack(
                 [
                     (~finite).double(),
