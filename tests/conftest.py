@@ -59,3 +59,16 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "xdg-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module's tests: on two shared, busy cores a second thread only adds
+    contention, and runs compared for bit-identity need the same thread count (CPU convolution kernels
+    sum in a thread-dependent order)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,14 +11,7 @@ from reference_models.iaml.losses import illumination_aware_mirror_loss
 from reference_models.iaml.network import CBAM, UNetCBAM
 from reference_models.iaml.trainer import IAMLConfig, IAMLModel
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared, busy cores: a second intra-op thread only adds contention (results are identical)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(**kw) -> IAMLModel:

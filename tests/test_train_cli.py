@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
 
@@ -37,13 +36,7 @@ TINY_SET = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared, busy cores: a second intra-op thread only adds contention (results are identical)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from cals_bench.train import checkpoint
@@ -30,13 +29,7 @@ CONFIG = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """torchrun gives each of its processes one thread (OMP_NUM_THREADS=1); the reference run matches it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # as torchrun gives each process (OMP_NUM_THREADS=1)
 
 
 def test_torchrun_two_gloo_processes_match_one_process(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from cals_bench.data.io import read_rgb, write_png
 from cals_bench.train.config import config_from_dict
@@ -13,13 +12,7 @@ from cals_bench.train.loop import Trainer
 PAIRS = ("1", "22", "23", "55")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared, busy cores: a second intra-op thread only adds contention (results are identical)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_tiny_iaml_overfits_four_lol_pairs(lol_root, tmp_path):

@@ -31,15 +31,7 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread for every run of this module (the module-scoped runs included): two shared, busy
-    cores gain nothing from a second thread, and bit-identity needs the same thread count in both runs
-    (the reduction order of CPU convolution kernels depends on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +40,8 @@ def data_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(data_root, tmp_path_factory) -> Path:
-    """An uninterrupted 8-step run."""
+def finished(one_torch_thread, data_root, tmp_path_factory) -> Path:
+    """An uninterrupted 8-step run (with one thread, like the runs it is compared with)."""
     out = tmp_path_factory.mktemp("uninterrupted")
     Trainer(config_from_dict(TINY), data_root=data_root, out_dir=out, progress=False).fit()
     return out

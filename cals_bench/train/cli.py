@@ -214,7 +214,6 @@ def ablation(protocol_name, data_root, overrides, device, quiet, test_data_root,
     scored on the protocol's test split. Re-running continues unfinished variants and reuses finished ones.
     """
     from cals_bench.train.config import load_config, parse_overrides
-    from cals_bench.train.loop import Trainer
 
     over = parse_overrides(overrides)
     over.setdefault("data", {})
@@ -223,26 +222,8 @@ def ablation(protocol_name, data_root, overrides, device, quiet, test_data_root,
     rows = []
     for label, cfg_name in ABLATION:
         config = load_config(cfg_name, over)
-        run_dir = Path(out) / cfg_name
-        resume = "auto" if (run_dir / "last.pt").is_file() else None
-        result = Trainer(
-            config,
-            data_root=data_root,
-            out_dir=run_dir,
-            resume=resume,
-            device=device,
-            progress=not quiet,
-            handle_signals=True,
-        ).fit()
-        rows.append(
-            {
-                "variant": label,
-                "config": cfg_name,
-                "checkpoint": str(result.selected),
-                "val_psnr": result.best_val.get("psnr"),
-                "val_ssim": result.best_val.get("ssim"),
-            }
-        )
+        result = _train_or_continue(config, data_root, Path(out) / cfg_name, device, quiet)
+        rows.append({"variant": label, "config": cfg_name, **_selected(result)})
     if not _is_main_process():
         return
     scored = _score_rows(rows, protocol_name, test_data_root or data_root, results, device, quiet)
@@ -250,6 +231,24 @@ def ablation(protocol_name, data_root, overrides, device, quiet, test_data_root,
         click.echo(json.dumps(scored, indent=1))
     else:
         click.echo(_table(scored, protocol_name))
+
+
+def _train_or_continue(config, data_root, run_dir: Path, device, quiet):
+    """Train ``config`` in ``run_dir``, continuing from its last.pt when there is one (a finished run
+    returns at once): the multi-run commands can be re-run after an interruption."""
+    from cals_bench.train.loop import Trainer
+
+    resume = "auto" if (run_dir / "last.pt").is_file() else None
+    trainer = Trainer(config, data_root=data_root, out_dir=run_dir, resume=resume, device=device,
+                      progress=not quiet, handle_signals=True)  # fmt: skip
+    return trainer.fit()
+
+
+def _selected(result) -> dict:
+    """The checkpoint chosen on the validation split and its validation scores."""
+    b = result.best_val
+    return {"checkpoint": str(result.selected), "val_psnr": b.get("psnr"), "val_ssim": b.get("ssim"),
+            "step": b.get("step")}  # fmt: skip
 
 
 def _score_rows(rows, protocol_name, data_root, results, device, quiet):
@@ -306,7 +305,6 @@ def grid(config_name, lambdas, data_root, overrides, device, quiet, out, as_json
     validation PSNR/SSIM and marks the selected lambda. Re-running continues unfinished runs.
     """
     from cals_bench.train.config import load_config, merge, parse_overrides
-    from cals_bench.train.loop import Trainer
 
     try:
         values = [float(v) for v in lambdas.split(",") if v.strip()]
@@ -324,26 +322,8 @@ def grid(config_name, lambdas, data_root, overrides, device, quiet, out, as_json
                 {"model": {"mirror_weight": lam}, "name": f"{base.name}-lambda{lam:g}"},
             ),
         )
-        run_dir = Path(out) / f"lambda_{lam:g}"
-        resume = "auto" if (run_dir / "last.pt").is_file() else None
-        result = Trainer(
-            config,
-            data_root=data_root,
-            out_dir=run_dir,
-            resume=resume,
-            device=device,
-            progress=not quiet,
-            handle_signals=True,
-        ).fit()
-        rows.append(
-            {
-                "lambda": lam,
-                "checkpoint": str(result.selected),
-                "val_psnr": result.best_val.get("psnr"),
-                "val_ssim": result.best_val.get("ssim"),
-                "step": result.best_val.get("step"),
-            }
-        )
+        result = _train_or_continue(config, data_root, Path(out) / f"lambda_{lam:g}", device, quiet)
+        rows.append({"lambda": lam, **_selected(result)})
     scored = [r for r in rows if r["val_psnr"] is not None]
     best = max(scored, key=lambda r: r["val_psnr"]) if scored else None
     for r in rows:
