@@ -216,9 +216,9 @@ def ablation(protocol_name, data_root, overrides, device, quiet, test_data_root,
     from cals_bench.train.config import load_config, parse_overrides
 
     over = parse_overrides(overrides)
-    over.setdefault("data", {})
-    if not any(k in over["data"] for k in ("protocol", "low_dir", "clean_dir")):
-        over["data"]["protocol"] = protocol_name
+    data = over.setdefault("data", {})
+    if "protocol" not in data:  # train on the protocol's training split unless --set names other data
+        data["protocol"] = "" if ("low_dir" in data or "clean_dir" in data) else protocol_name
     rows = []
     for label, cfg_name in ABLATION:
         config = load_config(cfg_name, over)
