@@ -86,7 +86,9 @@ def _render(store: Store, meta: dict[str, Any], folder: Path, leaderboard_href: 
     result, report_notes = audits.load_audit(store, run_id)
     # the report folder is self-contained: it carries a copy of the run's audit.json for download
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(store.run_dir(run_id) / audits.AUDIT_FILE, folder / "audit.json")
+    cached, copy = store.run_dir(run_id) / audits.AUDIT_FILE, folder / "audit.json"
+    if not copy.is_file() or copy.read_bytes() != cached.read_bytes():
+        shutil.copyfile(cached, copy)
     settings = result.settings
     directions = dict(meta.get("metric_directions") or {})
     samples = store.samples(run_id)
