@@ -61,13 +61,14 @@ def test_train_stop_resume_and_score(setup):
     cfg = tmp / "tiny.yaml"
     cfg.write_text(yaml.safe_dump({"task": "iaml", "data": {"protocol": str(proto)}}))
     out = tmp / "run"
-    common = ["iaml", "--config", cfg, "--data-root", tmp / "data", "--out", out, "--quiet",
+    common = ["train", "iaml", "--config", cfg, "--data-root", tmp / "data", "--out", out, "--quiet",
               *_sets("schedule.steps=6", "log.val_every=2")]  # fmt: skip
-    res = _invoke(train, *common, "--stop-at", 3)
+    # through the main `cals-bench` group, as a user runs it
+    res = _invoke(main, *common, "--stop-at", 3)
     assert res.exit_code == 0 and "step 3: last checkpoint" in res.output
-    res = _invoke(train, *common)  # without --resume: refused, nothing overwritten
+    res = _invoke(main, *common)  # without --resume: refused, nothing overwritten
     assert res.exit_code == 2 and "pass --resume" in res.output
-    res = _invoke(train, *common, "--resume")
+    res = _invoke(main, *common, "--resume")
     assert (
         res.exit_code == 0
         and "step 6: last checkpoint" in res.output

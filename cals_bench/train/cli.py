@@ -339,3 +339,7 @@ def grid(config_name, lambdas, data_root, overrides, device, quiet, out, as_json
             f"{r['lambda']:>8g}{_f(r['val_psnr'], 3):>10}{_f(r['val_ssim'], 4):>10}{r['step'] or '':>8}  "
             f"{r['checkpoint']}{mark}"
         )
+
+
+# What `cals-bench` registers under its main group (cals_bench/cli.py: _register_optional_commands).
+COMMANDS = (train,)
