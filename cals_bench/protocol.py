@@ -19,10 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from cals_bench.errors import ProtocolError
-from cals_bench.schema import SchemaError, build, to_plain
+from cals_bench.schema import SchemaError, build, read_yaml_mapping, to_plain
 
 
 @dataclass(frozen=True)
@@ -146,36 +144,8 @@ def available() -> dict[str, Path]:
     return {p.stem: p for p in sorted(protocol_dir().glob("*.yaml"))}
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path in seen:
-        raise ProtocolError(f"{path}: include cycle")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise ProtocolError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from exc
-    except OSError as exc:
-        raise ProtocolError(f"{path}: cannot read protocol file: {exc.strerror}") from exc
-    if not isinstance(data, dict):
-        raise ProtocolError(f"{path}: a protocol must be a YAML mapping")
-    include = data.pop("include", None)
-    if include is None:
-        return data
-    if not isinstance(include, str):
-        raise ProtocolError(f"{path}: include: expected a file name")
-    base = _read_yaml((path.parent / include).resolve(), (*seen, path))
-    return _merge(base, data)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("checksums",):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def _read_yaml(path: Path) -> dict[str, Any]:
+    return read_yaml_mapping(path, error=ProtocolError, what="protocol", replace=("checksums",))
 
 
 def load_file(path: str | Path) -> Protocol:

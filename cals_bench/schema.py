@@ -10,7 +10,10 @@ import dataclasses
 import difflib
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
 
 T = TypeVar("T")
 
@@ -128,3 +131,58 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): to_plain(v) for k, v in obj.items()}
     return obj
+
+
+def merge_mappings(
+    base: dict[str, Any], over: dict[str, Any], replace: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``over`` on top of ``base``, mappings merged key by key (keys in ``replace`` are replaced whole)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in replace:
+            out[key] = merge_mappings(out[key], value, replace)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml_mapping(
+    path: Path,
+    *,
+    error: type[Exception],
+    what: str,
+    loader: type = yaml.SafeLoader,
+    replace: tuple[str, ...] = (),
+    _seen: tuple[Path, ...] = (),
+) -> dict[str, Any]:
+    """A YAML mapping with ``include: other.yaml`` resolved (the included file first, this one on top).
+
+    Every problem raises ``error`` with one line naming the file: include cycles, malformed YAML (with the
+    line), unreadable files, non-mappings.
+    """
+    if path in _seen:
+        raise error(f"{path}: include cycle")
+    try:
+        data = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - SafeLoader or a subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise error(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from exc
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise error(f"{path}: a {what} must be a YAML mapping")
+    include = data.pop("include", None)
+    if include is None:
+        return data
+    if not isinstance(include, str):
+        raise error(f"{path}: include: expected a file name")
+    base = read_yaml_mapping(
+        (path.parent / include).resolve(),
+        error=error,
+        what=what,
+        loader=loader,
+        replace=replace,
+        _seen=(*_seen, path),
+    )
+    return merge_mappings(base, data, replace)

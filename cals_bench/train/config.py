@@ -23,7 +23,7 @@ import yaml
 
 from cals_bench.errors import CalsBenchError
 from cals_bench.protocol import DegradationParams
-from cals_bench.schema import SchemaError, build, to_plain
+from cals_bench.schema import SchemaError, build, merge_mappings, read_yaml_mapping, to_plain
 from cals_bench.train.errors import ConfigError
 
 
@@ -171,35 +171,11 @@ def _yaml(text: str) -> Any:
 RESUMABLE_CHANGES = ("name", "runtime", "log")
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path in seen:
-        raise ConfigError(f"{path}: include cycle")
-    try:
-        data = _yaml(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read training config: {exc.strerror}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a training config must be a YAML mapping")
-    include = data.pop("include", None)
-    if include is None:
-        return data
-    if not isinstance(include, str):
-        raise ConfigError(f"{path}: include: expected a file name")
-    return merge(_read_yaml((path.parent / include).resolve(), (*seen, path)), data)
+def _read_yaml(path: Path) -> dict[str, Any]:
+    return read_yaml_mapping(path, error=ConfigError, what="training config", loader=_ConfigLoader)
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` on top of ``base``, mappings merged key by key."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = (
-            merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
+merge = merge_mappings
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
