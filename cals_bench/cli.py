@@ -13,21 +13,8 @@ from pathlib import Path
 
 import click
 
+from cals_bench.cli_errors import EXIT_SAMPLE_FAILURES, EXIT_USER_ERROR, CliGroup
 from cals_bench.errors import CalsBenchError
-
-EXIT_USER_ERROR = 2
-EXIT_SAMPLE_FAILURES = 3
-
-
-class CliGroup(click.Group):
-    """Turns CalsBenchError into one line on stderr and exit status 2."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except CalsBenchError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USER_ERROR)
 
 
 def _store(results: str | None):

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import click
 
+from cals_bench.cli_errors import CliGroup
 from cals_bench.errors import CalsBenchError
-
-EXIT_USER_ERROR = 2
 
 # Paper Table IV: (row label, built-in config)
 ABLATION = (
@@ -29,17 +27,6 @@ ABLATION = (
     ("MSE + SSIM + IAML", "ablation-iaml"),
 )
 DEFAULT_LAMBDAS = "0.01,0.05,0.1,0.5,1.0"
-
-
-class TrainGroup(click.Group):
-    """Turns CalsBenchError into one line on stderr and exit status 2 (also when run without the main CLI)."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except CalsBenchError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USER_ERROR)
 
 
 def _is_main_process() -> bool:
@@ -80,7 +67,7 @@ def _common(fn):
 
 
 @click.group(
-    cls=TrainGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+    cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
 )
 def train() -> None:
     """Train the reference models with the shared engine (checkpoints, exact resume, torchrun/DDP).
