@@ -617,7 +617,7 @@ def format_summary(result: RunResult) -> str:
             f"{metric:<14}{_fmt(s['mean']):>10}{_fmt(s['median']):>10}{s['count']:>6}  {arrow}{undefined}"
         )
     for name, reason in meta.get("unavailable_metrics", {}).items():
-        lines.append(f"{name:<14}{'unavailable':>10}  {reason}")
+        lines.append(f"{name:<14} unavailable: {reason}")
     if result.failures:
         lines.append(f"{len(result.failures)} sample(s) failed:")
         lines.extend(f"  {sid}: {err}" for sid, err in result.failures[:20])

@@ -304,7 +304,10 @@ def _download(url: str, out: Path, *, progress: bool, label: str) -> None:
                     f.write(chunk)
                     bar.update(len(chunk))
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise WeightsUnavailable(f"download of {label} from {url} failed: {exc}") from exc
+        raise WeightsUnavailable(
+            f"download of {label} from {url} failed: {exc}; set {ENV_WEIGHTS} to a folder holding the file "
+            f"(see `cals-bench weights list`) or run `cals-bench weights fetch {label}` where the network is reachable"
+        ) from exc
 
 
 def load_torch(name: str, path: str | Path | None = None) -> tuple[Any, ResolvedWeight]:
