@@ -236,6 +236,7 @@ class URetinexNet(VariantEnhancer):
     )
     licence = "MIT"
     variants = ("blind", "gt_guided")
+    ground_truth_variants = ("gt_guided",)
     default_variant = "blind"
     pad_multiple = 1
     DEFAULT_RATIO = 5.0

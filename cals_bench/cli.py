@@ -314,6 +314,8 @@ def models_list(as_json):
             else ""
         )
         gt = "  ** uses ground truth at test time **" if r["uses_ground_truth"] else ""
+        if r["ground_truth_variants"]:
+            gt = f"  ** variant(s) {', '.join(r['ground_truth_variants'])} read the ground truth at test time **"
         click.echo(f"{r['name']:<24} {r['summary']}{variants}{gt}")
         if r["licence"] or r["paper"]:
             click.echo(f"{'':<24} licence: {r['licence'] or '-'}; paper: {r['paper'] or '-'}")

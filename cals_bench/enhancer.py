@@ -57,6 +57,8 @@ class Enhancer(abc.ABC):
     variants: ClassVar[tuple[str, ...]] = ()
     default_variant: ClassVar[str | None] = None
     uses_ground_truth: ClassVar[bool] = False
+    # variants that read the reference at test time (listed by `models list`, flagged in every table)
+    ground_truth_variants: ClassVar[tuple[str, ...]] = ()
     sanity: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any) -> None:
@@ -346,6 +348,7 @@ def describe(entry: RegistryEntry) -> dict[str, Any]:
         "licence": getattr(cls, "licence", "") if cls else "",
         "paper": getattr(cls, "paper", "") if cls else "",
         "uses_ground_truth": bool(getattr(cls, "uses_ground_truth", False)) if cls else False,
+        "ground_truth_variants": list(getattr(cls, "ground_truth_variants", ()) or ()) if cls else [],
         "tags": list(entry.tags),
         "origin": entry.origin,
     }
