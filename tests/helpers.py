@@ -33,3 +33,41 @@ def write_model(path: Path, body: str, name: str = "user-model") -> Path:
         f"{indented}\n"
     )
     return path
+
+
+def skimage_scores(refs, outs) -> tuple[float, float]:
+    """Mean PSNR / SSIM of uint8 (H, W, 3) pairs by scikit-image, the independent reference the baseline
+    reproduction tests score with (the suite's conventions: RGB, 8-bit, whole image, Gaussian SSIM 11/1.5)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    psnr = [peak_signal_noise_ratio(r, o, data_range=255) for r, o in zip(refs, outs)]
+    ssim = [
+        structural_similarity(
+            r,
+            o,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
+            channel_axis=2,
+        )
+        for r, o in zip(refs, outs)
+    ]
+    return float(np.mean(psnr)), float(np.mean(ssim))
+
+
+def lol_v1_scores(enhancer, lol_root: Path) -> tuple[float, float]:
+    """Run ``enhancer.enhance`` on the 15 LOL-v1 eval15 images and score them with :func:`skimage_scores`
+    (outputs clamped and rounded to 8 bits, as the engine does)."""
+    import torch
+
+    from cals_bench.data.io import read_rgb, to_tensor, to_uint8
+
+    refs, outs = [], []
+    for ref_path in sorted((lol_root / "eval15" / "high").glob("*.png")):
+        low = to_tensor(read_rgb(lol_root / "eval15" / "low" / ref_path.name))[None]
+        with torch.inference_mode():
+            outs.append(to_uint8(enhancer.enhance(low)[0]))
+        refs.append(read_rgb(ref_path))
+    assert len(refs) == 15
+    return skimage_scores(refs, outs)

@@ -6,42 +6,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from baselines.retinexnet import RetinexNet
-from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import WeightsHashMismatch, WeightsUnavailable
 from cals_bench.weights import get_spec
+from tests.helpers import lol_v1_scores
 
 _NAMES = ("llie/retinexnet-decom", "llie/retinexnet-relight")
 
 
-def _lol_v1_scores(enhancer: RetinexNet, lol_root: Path) -> tuple[float, float]:
+def _lol_v1_scores(enhancer, lol_root: Path) -> tuple[float, float]:
     """Mean PSNR / SSIM over eval15 with the suite's conventions (clamp, round to uint8, RGB, whole image)."""
-    psnrs, ssims = [], []
-    for ref_path in sorted((lol_root / "eval15" / "high").glob("*.png")):
-        low = to_tensor(read_rgb(lol_root / "eval15" / "low" / ref_path.name))[None]
-        with torch.inference_mode():
-            out = to_uint8(enhancer.enhance(low)[0])
-        ref = read_rgb(ref_path)
-        psnrs.append(peak_signal_noise_ratio(ref, out, data_range=255))
-        ssims.append(
-            structural_similarity(
-                ref,
-                out,
-                gaussian_weights=True,
-                sigma=1.5,
-                use_sample_covariance=False,
-                data_range=255,
-                channel_axis=2,
-            )
-        )
-    assert len(psnrs) == 15
-    return float(np.mean(psnrs)), float(np.mean(ssims))
+    return lol_v1_scores(enhancer, lol_root)
 
 
 @pytest.fixture(scope="module")

@@ -17,29 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from baselines.ruas import RUAS, local_max_2x2
 from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable
+from tests.helpers import skimage_scores
 
 
 def _mean_scores(outs: list[np.ndarray], refs: list[np.ndarray]) -> tuple[float, float]:
-    psnr = [peak_signal_noise_ratio(r, o, data_range=255) for r, o in zip(refs, outs)]
-    ssim = [
-        structural_similarity(
-            r,
-            o,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-            data_range=255,
-            channel_axis=2,
-        )
-        for r, o in zip(refs, outs)
-    ]
-    return float(np.mean(psnr)), float(np.mean(ssim))
+    return skimage_scores(refs, outs)
 
 
 def _truncated(x: torch.Tensor) -> np.ndarray:

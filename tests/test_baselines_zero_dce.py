@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import structural_similarity
 
 from baselines.zero_dce import ZeroDCE, ZeroDCENet, ZeroDCEPlusPlus, ZeroDCEPlusPlusNet
 from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable
+from tests.helpers import skimage_scores
 
 
 def _ssim(ref: np.ndarray, out: np.ndarray) -> float:
@@ -45,9 +46,7 @@ def _lol_pairs(lol_root: Path) -> list[tuple[torch.Tensor, np.ndarray]]:
 
 
 def _mean_scores(outs: list[np.ndarray], refs: list[np.ndarray]) -> tuple[float, float]:
-    psnr = [peak_signal_noise_ratio(r, o, data_range=255) for r, o in zip(refs, outs)]
-    ssim = [_ssim(r, o) for r, o in zip(refs, outs)]
-    return float(np.mean(psnr)), float(np.mean(ssim))
+    return skimage_scores(refs, outs)
 
 
 @pytest.fixture(scope="module")
