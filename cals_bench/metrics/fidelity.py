@@ -120,23 +120,40 @@ def _ssim_255(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> tor
 
 def _ssim_255_numpy(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """CPU SSIM, one channel at a time (cache-friendly), filtering four local moments instead of five:
-    SSIM needs only var_x + var_y, so E[x^2] + E[y^2] is filtered as one map E[x^2 + y^2]."""
-    b, c = x.shape[:2]
+    SSIM needs only var_x + var_y, so E[x^2] + E[y^2] is filtered as one map E[x^2 + y^2]. Element-wise
+    work is done in place on preallocated buffers (it is a third of the time otherwise)."""
+    b, c, h, w = x.shape
     r = SSIM_WINDOW // 2
     c1 = (SSIM_K1 * 255.0) ** 2
     c2 = (SSIM_K2 * 255.0) ** 2
     out = np.empty((b, c))
+    moments = np.empty((4, h, w))
     for i in range(b):
         for j in range(c):
             xi, yi = x[i, j], y[i, j]
-            moments = np.stack([xi, yi, xi * xi + yi * yi, xi * yi])
+            moments[0] = xi
+            moments[1] = yi
+            np.multiply(xi, xi, out=moments[2])
+            moments[2] += yi * yi
+            np.multiply(xi, yi, out=moments[3])
             filt = correlate1d(moments, kernel, axis=2, mode="constant")[:, :, r:-r]
             filt = correlate1d(filt, kernel, axis=1, mode="constant")[:, r:-r, :]
             mu_x, mu_y, e_sq, e_xy = filt
             mu_xy = mu_x * mu_y
-            mu_sq = mu_x * mu_x + mu_y * mu_y
-            ssim_map = ((2 * mu_xy + c1) * (2 * (e_xy - mu_xy) + c2)) / ((mu_sq + c1) * (e_sq - mu_sq + c2))
-            out[i, j] = ssim_map.mean()
+            mu_sq = mu_x * mu_x
+            mu_sq += mu_y * mu_y
+            e_xy -= mu_xy  # covariance
+            e_xy *= 2.0
+            e_xy += c2
+            mu_xy *= 2.0
+            mu_xy += c1
+            mu_xy *= e_xy  # numerator
+            e_sq -= mu_sq  # var_x + var_y
+            e_sq += c2
+            mu_sq += c1
+            mu_sq *= e_sq  # denominator
+            np.divide(mu_xy, mu_sq, out=mu_xy)
+            out[i, j] = mu_xy.mean()
     return out.mean(axis=1)
 
 
