@@ -71,3 +71,21 @@ def lol_v1_scores(enhancer, lol_root: Path) -> tuple[float, float]:
         refs.append(read_rgb(ref_path))
     assert len(refs) == 15
     return skimage_scores(refs, outs)
+
+
+def tampered_weights(shared_weights: Path, out: Path, names: list[str], tamper: str) -> Path:
+    """A weights folder at ``out`` holding copies of the registered files ``names`` from ``shared_weights``,
+    with one byte flipped in the middle of ``tamper``'s copy (its sha256 no longer matches the registry)."""
+    import shutil
+
+    from cals_bench.weights import get_spec
+
+    for name in names:
+        rel = get_spec(name).relpath
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared_weights / rel, out / rel)
+    target = out / get_spec(tamper).relpath
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return out

@@ -3,7 +3,6 @@ eval15 reproduction (README: 23.38 dB / SSIM 0.809 for best_Epoch_lol_v1.pth).""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable
 from cals_bench.weights import get_spec
-from tests.helpers import lol_v1_scores
+from tests.helpers import lol_v1_scores, tampered_weights
 
 
 def _lol_v1_scores(enhancer, lol_root: Path) -> tuple[float, float]:
@@ -76,13 +75,7 @@ def test_unknown_variant_lists_the_valid_ones():
 
 
 def test_tampered_weight_file_is_refused(shared_weights, tmp_path, monkeypatch):
-    spec = get_spec("llie/iat-lol_v1")
-    copy = tmp_path / spec.relpath
-    copy.parent.mkdir(parents=True)
-    shutil.copyfile(shared_weights / spec.relpath, copy)
-    data = bytearray(copy.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    copy.write_bytes(bytes(data))
+    tampered_weights(shared_weights, tmp_path, ["llie/iat-lol_v1"], "llie/iat-lol_v1")
     monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(tmp_path))
     with pytest.raises(WeightsHashMismatch, match="fails its checksum"):
         IAT()

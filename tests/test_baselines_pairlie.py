@@ -3,7 +3,6 @@ eval15 number against the official eval.py rebuilt on CPU (exponent 0.14 on L, t
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from baselines.pairlie import PairLIE
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable
 from cals_bench.weights import get_spec
-from tests.helpers import lol_v1_scores
+from tests.helpers import lol_v1_scores, tampered_weights
 
 
 def _lol_v1_scores(enhancer, lol_root: Path) -> tuple[float, float]:
@@ -69,13 +68,7 @@ def test_exponent_outside_range_is_refused(bad):
 
 
 def test_tampered_weight_file_is_refused(shared_weights, tmp_path, monkeypatch):
-    spec = get_spec("llie/pairlie")
-    copy = tmp_path / spec.relpath
-    copy.parent.mkdir(parents=True)
-    shutil.copyfile(shared_weights / spec.relpath, copy)
-    data = bytearray(copy.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    copy.write_bytes(bytes(data))
+    tampered_weights(shared_weights, tmp_path, ["llie/pairlie"], "llie/pairlie")
     monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(tmp_path))
     with pytest.raises(WeightsHashMismatch, match="fails its checksum"):
         PairLIE()

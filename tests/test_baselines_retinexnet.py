@@ -3,7 +3,6 @@ bad input, and the LOL-v1 eval15 number against the port's own predict.py rebuil
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from baselines.retinexnet import RetinexNet
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import WeightsHashMismatch, WeightsUnavailable
 from cals_bench.weights import get_spec
-from tests.helpers import lol_v1_scores
+from tests.helpers import lol_v1_scores, tampered_weights
 
 _NAMES = ("llie/retinexnet-decom", "llie/retinexnet-relight")
 
@@ -58,14 +57,7 @@ def test_odd_sizes_run_as_is(retinexnet, size):
 
 
 def test_tampered_weight_file_is_refused(shared_weights, tmp_path, monkeypatch):
-    for name in _NAMES:
-        spec = get_spec(name)
-        (tmp_path / spec.relpath).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shared_weights / spec.relpath, tmp_path / spec.relpath)
-    target = tmp_path / get_spec("llie/retinexnet-relight").relpath
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    target.write_bytes(bytes(data))
+    tampered_weights(shared_weights, tmp_path, list(_NAMES), "llie/retinexnet-relight")
     monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(tmp_path))
     with pytest.raises(WeightsHashMismatch, match="Relight_9200.tar"):
         RetinexNet()

@@ -4,7 +4,6 @@ test.py; GT-guided ratio as evaluate.py), bad input, and LOL-v1 eval15 (paper: 2
 from __future__ import annotations
 
 import argparse
-import shutil
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable
 from cals_bench.weights import get_spec
+from tests.helpers import tampered_weights
 
 _FILES = {
     "llie/uretinex-init-low": ("model_R",),
@@ -164,14 +164,7 @@ def test_bad_arguments_are_refused(shared_weights):
 
 
 def test_tampered_weight_file_is_refused(shared_weights, tmp_path, monkeypatch):
-    for name in _FILES:
-        spec = get_spec(name)
-        (tmp_path / spec.relpath).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shared_weights / spec.relpath, tmp_path / spec.relpath)
-    target = tmp_path / get_spec("llie/uretinex-l-adjust").relpath
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    target.write_bytes(bytes(data))
+    tampered_weights(shared_weights, tmp_path, list(_FILES), "llie/uretinex-l-adjust")
     monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(tmp_path))
     with pytest.raises(WeightsHashMismatch, match="L_adjust.pth"):
         URetinexNet()
