@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from _common import SHARED, add_common_args, apply_common
 
 from cals_bench.data.io import read_rgb, to_tensor
 from cals_bench.metrics.fidelity import peak_signal_noise_ratio, structural_similarity
@@ -40,14 +40,12 @@ def timed(fn, pairs, repeats):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lol", default=str(Path(__file__).resolve().parents[2] / "shared/data/lol-v1"))
+    ap.add_argument("--lol", default=str(SHARED / "data" / "lol-v1"))
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    add_common_args(ap, threads=2)
     args = ap.parse_args()
     global CLOCK
-    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    torch.set_num_threads(args.threads)
+    CLOCK = apply_common(args)
     root = Path(args.lol) / "eval15"
     names = sorted(p.name for p in (root / "low").iterdir())
     np_pairs = [(read_rgb(root / "low" / n), read_rgb(root / "high" / n)) for n in names]

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import SHARED, add_common_args, apply_common
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLOCK: Callable[[], float] = time.perf_counter
 SAME_IDENTITY = {frozenset({"063109.jpg", "113393.jpg"}), frozenset({"020167.jpg", "060259.jpg"})}
 
@@ -79,25 +79,13 @@ def main() -> None:
     ap.add_argument("--faces", type=Path, default=SHARED / "data" / "celebahq-mini" / "images")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads")
+    add_common_args(ap)
     ap.add_argument("--no-margins", dest="margins", action="store_false")
-    ap.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="wall: perf_counter; cpu: this process's CPU time (steadier on a busy shared machine)",
-    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     global CLOCK
-    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    CLOCK = apply_common(args)
     import cv2
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        cv2.setNumThreads(args.threads)
-    if (SHARED / "weights").is_dir():
-        os.environ.setdefault("CALS_BENCH_WEIGHTS", str(SHARED / "weights"))
 
     from cals_bench.cache import FeatureCache
     from cals_bench.face import alignment_matrix, build_recognizer, warp_face

@@ -48,8 +48,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import SHARED, add_common_args, apply_common
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLOCK: Callable[[], float] = time.perf_counter
 
 
@@ -102,21 +102,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lol", type=Path, default=SHARED / "data" / "lol-v1")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="wall: perf_counter; cpu: this process's CPU time (steadier on a busy shared machine)",
-    )
+    add_common_args(ap)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     global CLOCK
-    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if (SHARED / "weights").is_dir():
-        os.environ.setdefault("CALS_BENCH_WEIGHTS", str(SHARED / "weights"))
+    CLOCK = apply_common(args)
 
     from cals_bench.cache import FeatureCache
     from cals_bench.metrics import SampleContext, build_metric
