@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from cals_bench.cli_errors import EXIT_SAMPLE_FAILURES, EXIT_USER_ERROR, CliGroup
+from cals_bench.cli_common import EXIT_SAMPLE_FAILURES, EXIT_USER_ERROR, CliGroup, results_option
 from cals_bench.errors import CalsBenchError
 
 
@@ -21,15 +21,6 @@ def _store(results: str | None):
     from cals_bench.store import Store
 
     return Store(results)
-
-
-results_option = click.option(
-    "--results",
-    type=click.Path(file_okay=False),
-    default=None,
-    envvar="CALS_BENCH_RESULTS",
-    help="Results folder (default ./results; env CALS_BENCH_RESULTS).",
-)
 
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

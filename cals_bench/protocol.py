@@ -19,18 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from cals_bench.data.synthetic import DegradationSpec
 from cals_bench.errors import ProtocolError
 from cals_bench.schema import SchemaError, build, read_yaml_mapping, to_plain
-
-
-@dataclass(frozen=True)
-class DegradationParams:
-    """Ranges of the seeded low-light model (see :mod:`cals_bench.data.synthetic`)."""
-
-    gamma: tuple[float, float] = (1.2, 1.6)
-    exposure: tuple[float, float] = (0.08, 0.2)
-    photons: tuple[float, float] = (300.0, 1000.0)
-    read_noise: tuple[float, float] = (0.002, 0.008)
 
 
 @dataclass(frozen=True)
@@ -57,7 +48,7 @@ class DatasetSpec:
     manifest_id_column: str = "image"
     attributes: dict[str, str] = field(default_factory=dict)
     components: list[str] = field(default_factory=list)
-    degradation: DegradationParams = field(default_factory=DegradationParams)
+    degradation: DegradationSpec = field(default_factory=DegradationSpec)
     train_low_dir: str = ""
     train_high_dir: str = ""
     source: str = ""

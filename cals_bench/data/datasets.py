@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from cals_bench.data.io import is_image, read_rgb, sha256_path
-from cals_bench.data.synthetic import DegradationSpec, degrade
+from cals_bench.data.synthetic import degrade
 from cals_bench.errors import DataError, SampleError
 from cals_bench.protocol import DatasetSpec, PreprocessSpec, Protocol
 
@@ -285,7 +285,7 @@ def _synthetic(protocol: Protocol, root: Path) -> list[Sample]:
         files = [by_name[n] for n in manifest if n in by_name]
     else:
         missing = []
-    spec = DegradationSpec(**vars(ds.degradation))
+    spec = ds.degradation
     samples = []
     for path in files:
         sid = path.stem
@@ -314,7 +314,7 @@ def _demo(protocol: Protocol, root: Path | None) -> list[Sample]:
     from cals_bench.data.demo import DEMO_IMAGES, demo_image
 
     ds, pre = protocol.dataset, protocol.preprocess
-    spec = DegradationSpec(**vars(ds.degradation))
+    spec = ds.degradation
     samples = []
     for sid, context in DEMO_IMAGES.items():
 

@@ -10,13 +10,8 @@ from pathlib import Path
 
 import click
 
-results_option = click.option(
-    "--results",
-    type=click.Path(file_okay=False),
-    default=None,
-    envvar="CALS_BENCH_RESULTS",
-    help="Results folder (default ./results; env CALS_BENCH_RESULTS).",
-)
+from cals_bench.cli_common import results_option
+
 reports_option = click.option(
     "--reports",
     "reports_dir",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from cals_bench.cli_errors import CliGroup
+from cals_bench.cli_common import CliGroup
 from cals_bench.errors import CalsBenchError
 
 # Paper Table IV: (row label, built-in config)

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import yaml
 
+from cals_bench.data.synthetic import DegradationSpec
 from cals_bench.errors import CalsBenchError
-from cals_bench.protocol import DegradationParams
 from cals_bench.schema import SchemaError, build, merge_mappings, read_yaml_mapping, to_plain
 from cals_bench.train.errors import ConfigError
 
@@ -43,7 +43,7 @@ class DataConfig:
     high_dir: str = ""
     pairing: Literal["same-name", "lol-v2-real"] = "same-name"
     clean_dir: str = ""
-    degradation: DegradationParams = field(default_factory=DegradationParams)
+    degradation: DegradationSpec = field(default_factory=DegradationSpec)
     degradation_seed: int = 0
     val_fraction: float = 0.05
     split_seed: int = 0

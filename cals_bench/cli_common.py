@@ -1,4 +1,4 @@
-"""The command-line error convention shared by every click group of the suite."""
+"""Command-line conventions shared by every click group of the suite: errors, exit codes, common options."""
 
 from __future__ import annotations
 
@@ -21,3 +21,12 @@ class CliGroup(click.Group):
         except CalsBenchError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USER_ERROR)
+
+
+results_option = click.option(
+    "--results",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="CALS_BENCH_RESULTS",
+    help="Results folder (default ./results; env CALS_BENCH_RESULTS).",
+)
