@@ -19,9 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from cals_bench.data.splits import SplitSpec
 from cals_bench.data.synthetic import DegradationSpec
 from cals_bench.errors import ProtocolError
-from cals_bench.schema import SchemaError, build, read_yaml_mapping, to_plain
+from cals_bench.schema import SchemaError, added_field, build, read_yaml_mapping, to_plain
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class DatasetSpec:
     - ``synthetic``: clean images in ``clean_dir`` become pairs through the seeded degradation;
     - ``demo``: built-in scikit-image sample images (no data root), degraded like ``synthetic``;
     - ``composite``: the samples of the protocols named in ``components``, each with its ``context``.
+
+    ``split`` (optional) keeps one part of a seeded train/val/test split (:mod:`cals_bench.data.splits`):
+    the test parts are what the CALS protocols score, and trainers read the train parts of the same spec.
     """
 
     layout: Literal["paired", "synthetic", "demo", "composite"]
@@ -53,6 +57,7 @@ class DatasetSpec:
     train_high_dir: str = ""
     source: str = ""
     citation: str = ""
+    split: SplitSpec | None = added_field(None)
 
 
 @dataclass(frozen=True)

@@ -122,10 +122,39 @@ def build(cls: type[T], data: dict[str, Any], source: str, prefix: str = "") -> 
         raise SchemaError(f"{source}: {prefix.rstrip('.') or 'top level'}: {exc}") from exc
 
 
+OMIT_DEFAULT = "omit_default"
+
+
+def added_field(default: Any = None, *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A field added to a spec after its first version: left out of :func:`to_plain` while at its default.
+
+    Adding an optional key to a protocol or config must not change the hash of every file that does not use
+    it (a protocol's hash is the sha256 of ``to_plain``); a file that sets the key gets a new hash, and its
+    version is bumped as the protocol rules require.
+    """
+    meta = {OMIT_DEFAULT: True}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _at_default(f: dataclasses.Field, value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return value == f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return value == f.default_factory()
+    return False
+
+
 def to_plain(obj: Any) -> Any:
-    """A dataclass tree as plain JSON-able data (tuples become lists)."""
+    """A dataclass tree as plain JSON-able data (tuples become lists; :func:`added_field` keys at their
+    default are left out)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get(OMIT_DEFAULT) and _at_default(f, getattr(obj, f.name)))
+        }
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     if isinstance(obj, dict):

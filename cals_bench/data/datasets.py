@@ -19,7 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cals_bench.data import splits
 from cals_bench.data.io import is_image, read_rgb, sha256_path
+from cals_bench.data.splits import SplitSpec
 from cals_bench.data.synthetic import degrade
 from cals_bench.errors import DataError, SampleError
 from cals_bench.protocol import DatasetSpec, PreprocessSpec, Protocol
@@ -355,10 +357,19 @@ READERS: dict[str, Callable[[Protocol, Path | None], list[Sample]]] = {
 }
 
 
+def apply_split(samples: list[Sample], spec: SplitSpec) -> list[Sample]:
+    """The samples of ``spec.part`` of the seeded split (balanced by ``per_cell`` when set), order kept."""
+    attrs = {s.sample_id: s.attributes for s in samples}
+    keep = set(splits.select([s.sample_id for s in samples], attrs, spec))
+    return [s for s in samples if s.sample_id in keep]
+
+
 def load_samples(protocol: Protocol, data_root: str | Path | None = None) -> tuple[Path | None, list[Sample]]:
     """Resolve the data root and list the protocol's samples (checksums verified where declared)."""
     root = resolve_root(protocol, data_root)
     samples = READERS[protocol.dataset.layout](protocol, root)
+    if protocol.dataset.split is not None:
+        samples = apply_split(samples, protocol.dataset.split)
     ids = [s.sample_id for s in samples]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
