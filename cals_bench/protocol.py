@@ -26,6 +26,36 @@ from cals_bench.schema import SchemaError, added_field, build, read_yaml_mapping
 
 
 @dataclass(frozen=True)
+class BandSpec:
+    """A derived attribute: the numeric attribute ``source`` cut at ascending integer ``edges``.
+
+    ``edges: [20, 40, 60]`` gives the labels ``0-19``, ``20-39``, ``40-59`` and ``60+``; a sample whose
+    ``source`` is missing or not a number gets no label (it counts overall, in no group).
+    """
+
+    source: str
+    edges: list[int]
+
+    def __post_init__(self) -> None:
+        if not self.edges or any(b <= a for a, b in zip(self.edges, self.edges[1:])) or self.edges[0] <= 0:
+            raise ValueError(f"bands: edges must be positive and ascending, got {self.edges}")
+
+    def label(self, value: str | None) -> str:
+        try:
+            v = float(str(value).strip().rstrip("Yy"))
+        except (TypeError, ValueError):
+            return ""
+        if v != v:  # NaN
+            return ""
+        lo = 0
+        for edge in self.edges:
+            if v < edge:
+                return f"{lo}-{edge - 1}"
+            lo = edge
+        return f"{lo}+"
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Where the samples come from.
 
@@ -35,6 +65,7 @@ class DatasetSpec:
     - ``demo``: built-in scikit-image sample images (no data root), degraded like ``synthetic``;
     - ``composite``: the samples of the protocols named in ``components``, each with its ``context``.
 
+    ``bands`` (optional) derives attributes from numeric ones (``age_band`` from ``age``), before the split.
     ``split`` (optional) keeps one part of a seeded train/val/test split (:mod:`cals_bench.data.splits`):
     the test parts are what the CALS protocols score, and trainers read the train parts of the same spec.
     """
@@ -57,6 +88,7 @@ class DatasetSpec:
     train_high_dir: str = ""
     source: str = ""
     citation: str = ""
+    bands: dict[str, BandSpec] = added_field(default_factory=dict)
     split: SplitSpec | None = added_field(None)
 
 

@@ -82,3 +82,23 @@ def test_added_fields_leave_hashes_of_files_that_do_not_use_them():
     assert to_plain(Spec(b=2)) == {"a": 1, "b": 2}
     # lol-v1's hash as published before DatasetSpec.split existed (v1, 2026-11)
     assert protocol.load("lol-v1").hash.startswith("bada245b55492fc6")
+
+
+def test_bands_label_numeric_attributes():
+    from cals_bench.protocol import BandSpec
+
+    band = BandSpec(source="age", edges=[20, 40, 60])
+    assert [band.label(v) for v in ["3", "19", "20", "59.5", "60", "116", "", None, "x", "45Y"]] == [
+        "0-19",
+        "0-19",
+        "20-39",
+        "40-59",
+        "60+",
+        "60+",
+        "",
+        "",
+        "",
+        "40-59",
+    ]
+    with pytest.raises(SchemaError, match="ascending"):
+        build(BandSpec, {"source": "age", "edges": [40, 20]}, "x.yaml")

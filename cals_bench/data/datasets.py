@@ -368,6 +368,9 @@ def load_samples(protocol: Protocol, data_root: str | Path | None = None) -> tup
     """Resolve the data root and list the protocol's samples (checksums verified where declared)."""
     root = resolve_root(protocol, data_root)
     samples = READERS[protocol.dataset.layout](protocol, root)
+    for name, band in protocol.dataset.bands.items():
+        for s in samples:
+            s.attributes = {**s.attributes, name: band.label(s.attributes.get(band.source))}
     if protocol.dataset.split is not None:
         samples = apply_split(samples, protocol.dataset.split)
     ids = [s.sample_id for s in samples]
