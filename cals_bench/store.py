@@ -10,7 +10,10 @@ Layout under the results root (``--results``, ``$CALS_BENCH_RESULTS``, default `
     cache/                  the reference-feature cache shared by all runs
 
 A batch's scores, features and sample rows are committed in one transaction, so a run killed at any point
-(SIGKILL included) resumes with every sample scored exactly once.
+(SIGKILL included) resumes with every sample scored exactly once. The index can be rebuilt from the run
+folders (``cals-bench runs rebuild``, :func:`cals_bench.store_rebuild.rebuild`); a lost index is rebuilt
+on first use, a damaged one is a one-line error naming that command. A run in progress holds a lock
+(``locks/<run_id>.lock``), so a second identical command says so instead of scoring the same samples.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cals_bench import numbers
 from cals_bench.errors import CalsBenchError
 
 ENV_RESULTS = "CALS_BENCH_RESULTS"
@@ -93,62 +98,129 @@ def slug(text: str, max_len: int = 48) -> str:
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".{os.getpid()}.part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default, allow_nan=True))
+    tmp.write_text(numbers.dumps(data, indent=2, sort_keys=True))
     os.replace(tmp, path)
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 class Store:
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, *, reindex: bool = True) -> None:
         self.root = Path(root) if root else default_root()
         self.root.mkdir(parents=True, exist_ok=True)
         self.runs_dir = self.root / "runs"
         self.cache_dir = self.root / "cache"
         self.db_path = self.root / "index.sqlite"
+        fresh = not self.db_path.exists()
         with self._connect() as con:
             con.executescript(_SCHEMA)
+        if reindex and fresh and self.runs_dir.is_dir() and any(self.runs_dir.glob("*/run.json")):
+            # the index was deleted while the run folders are intact: re-index them
+            from cals_bench.store_rebuild import rebuild
+
+            n = rebuild(self)
+            print(
+                f"[cals-bench] {self.db_path} was missing: re-indexed {n} run(s) from {self.runs_dir}",
+                file=sys.stderr,
+            )
 
     # -- connections ----------------------------------------------------------------------------------
     @contextmanager
     def _connect(self):
-        con = sqlite3.connect(self.db_path, timeout=60)
+        try:
+            con = sqlite3.connect(self.db_path, timeout=60)
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from exc
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("PRAGMA busy_timeout=60000")
             yield con
             con.commit()
+        except sqlite3.DatabaseError as exc:
+            con.rollback()
+            if isinstance(exc, sqlite3.IntegrityError) or "locked" in str(exc):
+                raise
+            raise self._damaged(exc) from exc
         except BaseException:
             con.rollback()
             raise
         finally:
             con.close()
 
+    def _damaged(self, exc: Exception) -> CalsBenchError:
+        return CalsBenchError(
+            f"results index {self.db_path} is damaged ({exc}); the run folders are intact: "
+            f"`cals-bench runs rebuild --results {self.root}` re-indexes them"
+        )
+
     # -- runs -----------------------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
     def find_by_key(self, run_key: str) -> dict[str, Any] | None:
+        """The run with this key: the newest finished one, else the newest of any status."""
         with self._connect() as con:
             row = con.execute(
-                "SELECT run_id FROM runs WHERE run_key=? ORDER BY created DESC LIMIT 1", (run_key,)
+                "SELECT run_id FROM runs WHERE run_key=? ORDER BY status LIKE 'finished%' DESC, created DESC"
+                " LIMIT 1",
+                (run_key,),
             ).fetchone()
         return self.get_run(row[0]) if row else None
 
+    def runs_with_key(self, run_key: str) -> list[tuple[str, str]]:
+        """(run_id, status) of every run with this key, newest first."""
+        with self._connect() as con:
+            return [
+                (r[0], r[1])
+                for r in con.execute(
+                    "SELECT run_id, status FROM runs WHERE run_key=? ORDER BY created DESC", (run_key,)
+                ).fetchall()
+            ]
+
+    @contextmanager
+    def run_lock(self, run_id: str):
+        """Hold the run's lock while scoring it; a second process gets a one-line error (the lock is released
+        when the holder exits, SIGKILL included, so a killed run resumes)."""
+        from cals_bench.locking import exclusive
+
+        with exclusive(self.root / "locks" / f"{run_id}.lock") as held:
+            if not held:
+                raise CalsBenchError(
+                    f"run {run_id} is in progress in another process; wait for it to finish, then run the "
+                    "same command again to reuse its results"
+                )
+            yield
+
+    def replace_run(self, old_id: str, new_id: str) -> None:
+        """``new_id`` (finished) supersedes ``old_id``: the old rows go in one transaction, then its folder."""
+        import shutil
+
+        with self._connect() as con:
+            for table in ("runs", "samples", "scores", "features"):
+                con.execute(f"DELETE FROM {table} WHERE run_id=?", (old_id,))
+        shutil.rmtree(self.run_dir(old_id), ignore_errors=True)
+
     def create_run(self, run_id: str, run_key: str, meta: dict[str, Any]) -> Path:
+        try:
+            self._insert_run(run_id, run_key, meta, "running", time.time(), None)
+        except sqlite3.IntegrityError as exc:
+            raise CalsBenchError(
+                f"run {run_id} is in progress in another process (it was created a moment ago); wait for it "
+                "to finish, then run the same command again to reuse its results"
+            ) from exc
+        d = self.run_dir(run_id)
+        (d / "outputs").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(d / "run.json", {**meta, "status": "running"})
+        return d
+
+    def _insert_run(
+        self, run_id: str, run_key: str, meta: dict[str, Any], status: str, created: float, finished: Any
+    ) -> None:
         proto = meta["protocol"]
         model = meta["model"]
         with self._connect() as con:
             con.execute(
                 "INSERT INTO runs (run_id, run_key, protocol, protocol_version, protocol_hash, model, model_args,"
-                " status, created, n_samples, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " status, created, finished, n_samples, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     run_key,
@@ -157,16 +229,13 @@ class Store:
                     proto["hash"],
                     model["name"],
                     json.dumps(model.get("args", {}), sort_keys=True),
-                    "running",
-                    time.time(),
+                    status,
+                    created,
+                    finished,
                     meta.get("n_samples"),
-                    json.dumps(meta, default=_json_default),
+                    numbers.dumps(meta),
                 ),
             )
-        d = self.run_dir(run_id)
-        (d / "outputs").mkdir(parents=True, exist_ok=True)
-        write_json_atomic(d / "run.json", {**meta, "status": "running"})
-        return d
 
     def delete_run(self, run_id: str) -> None:
         import shutil
@@ -181,12 +250,10 @@ class Store:
             if status:
                 con.execute(
                     "UPDATE runs SET meta=?, status=?, finished=? WHERE run_id=?",
-                    (json.dumps(meta, default=_json_default), status, time.time(), run_id),
+                    (numbers.dumps(meta), status, time.time(), run_id),
                 )
             else:
-                con.execute(
-                    "UPDATE runs SET meta=? WHERE run_id=?", (json.dumps(meta, default=_json_default), run_id)
-                )
+                con.execute("UPDATE runs SET meta=? WHERE run_id=?", (numbers.dumps(meta), run_id))
         write_json_atomic(self.run_dir(run_id) / "run.json", {**meta, "status": status or meta.get("status")})
 
     def resolve_run_id(self, ref: str) -> str:
@@ -215,7 +282,15 @@ class Store:
             row = con.execute(
                 "SELECT status, meta, created, finished FROM runs WHERE run_id=?", (run_id,)
             ).fetchone()
-        meta = json.loads(row[1])
+        try:
+            meta = json.loads(row[1])
+            if not isinstance(meta, dict) or not isinstance(meta.get("protocol"), dict):
+                raise ValueError("not a run record")
+        except ValueError as exc:
+            raise CalsBenchError(
+                f"run {run_id}: its stored record in {self.db_path} is damaged ({exc}); "
+                f"`cals-bench runs rebuild --results {self.root}` re-indexes it from {self.run_dir(run_id)}"
+            ) from exc
         meta.update(run_id=run_id, status=row[0], created=row[2], finished=row[3])
         return meta
 
@@ -357,8 +432,5 @@ class Store:
 
 
 def _finite_or_none(v: float) -> float | None:
-    """SQLite has no NaN: undefined values are stored as NULL (read back as NaN). inf is kept."""
-    if v is None:
-        return None
-    v = float(v)
-    return None if v != v else v
+    """Undefined values (NaN, +-inf: :mod:`cals_bench.numbers`) are stored as NULL, read back as NaN."""
+    return numbers.finite_or_none(v)
