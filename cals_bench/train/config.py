@@ -23,7 +23,7 @@ import yaml
 
 from cals_bench.data.synthetic import DegradationSpec
 from cals_bench.errors import CalsBenchError
-from cals_bench.schema import SchemaError, build, merge_mappings, read_yaml_mapping, to_plain
+from cals_bench.schema import SchemaError, added_field, build, merge_mappings, read_yaml_mapping, to_plain
 from cals_bench.train.errors import ConfigError
 
 
@@ -36,8 +36,15 @@ class DataConfig:
     ``clean_dir`` (clean images; each becomes a pair through the core's seeded low-light degradation with
     ``degradation`` ranges and ``degradation_seed``). ``val_fraction`` of the training pairs, drawn once
     by ``split_seed``, is held out for validation; the protocol's test split is never read in training.
+
+    ``source`` names a registered training data source (:mod:`cals_bench.train.sources`); the keys above
+    belong to the default, ``protocol``. Other sources (``lows``, ``unpaired``, or one a task registers)
+    take their own keys in ``options``, validated by the source; ``crop``, ``flips``, ``val_fraction``,
+    ``split_seed``, ``degradation*``, ``cache_images`` and ``workers`` apply to every source.
     """
 
+    source: str = added_field("protocol")
+    options: Any = added_field(default_factory=dict)
     protocol: str = ""
     low_dir: str = ""
     high_dir: str = ""
@@ -55,7 +62,13 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         sources = [bool(self.protocol), bool(self.low_dir or self.high_dir), bool(self.clean_dir)]
-        if sum(sources) != 1:
+        if self.source != "protocol":
+            if any(sources):
+                raise ValueError(
+                    f"protocol, low_dir, high_dir and clean_dir belong to source protocol; source "
+                    f"{self.source} takes its folders in data.options"
+                )
+        elif sum(sources) != 1:
             raise ValueError("set exactly one data source: protocol, low_dir + high_dir, or clean_dir")
         if bool(self.low_dir) != bool(self.high_dir):
             raise ValueError("low_dir and high_dir go together")
@@ -248,7 +261,26 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> TrainConfig
         raise
     except CalsBenchError as exc:  # an unknown task name
         raise ConfigError(f"{source}: task: {exc}") from exc
-    return dataclasses.replace(cfg, model=model_cfg)
+    data = _with_source_options(cfg.data, source)
+    return dataclasses.replace(cfg, model=model_cfg, data=data)
+
+
+def _with_source_options(data: DataConfig, source: str) -> DataConfig:
+    """``data.options`` validated by the registered source's options dataclass."""
+    from cals_bench.train.sources import get_source
+
+    try:
+        src = get_source(data.source)
+    except CalsBenchError as exc:
+        raise ConfigError(f"{source}: data.source: {exc}") from exc
+    raw = data.options if isinstance(data.options, dict) else to_plain(data.options)
+    try:
+        options = build(src.options_cls, raw, source, prefix="data.options.")
+    except SchemaError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not dataclasses.fields(options):  # a source without options keeps {} (and old configs their JSON)
+        return data
+    return dataclasses.replace(data, options=options)
 
 
 def config_from_json(text: str, source: str = "checkpoint") -> TrainConfig:

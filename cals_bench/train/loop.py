@@ -20,6 +20,7 @@ Output folder layout::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -39,6 +40,7 @@ from torch import nn
 from cals_bench.metrics.fidelity import peak_signal_noise_ratio, structural_similarity
 from cals_bench.train import checkpoint
 from cals_bench.train import distributed as dist_mod
+from cals_bench.train.batch import Batch, collate
 from cals_bench.train.config import (
     OptimConfig,
     RuntimeConfig,
@@ -48,9 +50,10 @@ from cals_bench.train.config import (
     first_difference,
     training_identity,
 )
-from cals_bench.train.data import CropDataset, StepBatchSampler, load_training_data, validation_images
+from cals_bench.train.data import StepBatchSampler, validation_images
 from cals_bench.train.errors import CheckpointError, ConfigError, TrainingDiverged, TrainingInterrupted
 from cals_bench.train.logs import CsvLog, plot_curves
+from cals_bench.train.sources import build_source
 from cals_bench.train.tasks import EmaPair, TrainableModel, build_model
 
 
@@ -115,31 +118,64 @@ def ema_update(pair: EmaPair) -> None:
         t.lerp_(s.detach(), 1.0 - pair.momentum)
 
 
+def build_phase_optimizers(
+    model: TrainableModel, cfg: OptimConfig, schedule: ScheduleConfig
+) -> tuple[dict[str, torch.optim.Optimizer], dict[str, torch.optim.lr_scheduler.LRScheduler]]:
+    """One optimiser and schedule per phase the model declares (in phase order)."""
+    phases = model.phases()
+    names = [ph.name for ph in phases]
+    if not phases or len(set(names)) != len(names):
+        raise ConfigError(f"task {model.task}: phases must be non-empty with distinct names, got {names}")
+    seen: set[int] = set()
+    optimizers, schedulers = {}, {}
+    for ph in phases:
+        ids = {id(p) for p in ph.params}
+        if not ids or ids & seen:
+            raise ConfigError(f"task {model.task}: phase {ph.name} has no parameters or shares them")
+        seen |= ids
+        ocfg = dataclasses.replace(cfg, lr=cfg.lr * ph.lr_scale, betas=tuple(ph.betas or cfg.betas))
+        optimizers[ph.name] = build_optimizer(list(ph.params), ocfg)
+        schedulers[ph.name] = build_scheduler(optimizers[ph.name], schedule)
+    return optimizers, schedulers
+
+
 class StepRunner:
     """One optimisation step, split where the loop must look before the weights change.
 
-    :meth:`forward_backward` zeroes gradients, runs the autocast forward and the (scaled) backward, then
-    unscales and clips; it returns the detached loss terms and the total gradient norm. :meth:`apply` steps
-    the optimiser (through the scaler), the schedule and the EMA pairs.
+    For each phase (one, ``"main"``, unless the task declares several): :meth:`forward_backward` zeroes
+    the phase optimiser's gradients, runs the autocast forward and the (scaled) backward, then unscales and
+    clips that optimiser's parameters; it returns the detached loss terms and their gradient norm.
+    :meth:`step_phase` steps that optimiser through the scaler. :meth:`finish` then advances the scaler,
+    every schedule and the EMA pairs once. :meth:`apply` is ``step_phase`` + ``finish`` for one phase.
+
+    ``optimizer``/``scheduler``: one of each (a single phase) or mappings ``{phase: ...}`` in phase order.
     """
 
     def __init__(
         self,
         net: nn.Module,
         model: TrainableModel,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer],
+        scheduler: torch.optim.lr_scheduler.LRScheduler | dict[str, Any],
         runtime: RuntimeConfig,
         grad_clip: float,
         device: torch.device,
     ) -> None:
-        self.net, self.model, self.optimizer, self.scheduler = net, model, optimizer, scheduler
+        if not isinstance(optimizer, dict):
+            optimizer, scheduler = {"main": optimizer}, {"main": scheduler}
+        self.net, self.model, self.optimizers, self.schedulers = net, model, optimizer, scheduler
+        self.phase_names = tuple(optimizer)
+        self.multi = len(self.phase_names) > 1
+        self.optimizer = optimizer[self.phase_names[0]]  # the first (the only one for one phase)
+        self.scheduler = scheduler[self.phase_names[0]]
         self.device = device
         self.amp_dtype = resolve_amp(runtime.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
         self.channels_last = runtime.channels_last
         self.grad_clip = grad_clip
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.phase_params = {
+            name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizer.items()
+        }
         self.ema = model.ema_pairs()
         self.ema_updates = 0
 
@@ -148,33 +184,60 @@ class StepRunner:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward_backward(
-        self, low: torch.Tensor, high: torch.Tensor
+        self, batch: Batch | torch.Tensor, high: torch.Tensor | None = None, phase: str | None = None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        self.optimizer.zero_grad(set_to_none=True)
-        low, high = self.prepare(low), self.prepare(high)
+        """``batch``: a :class:`Batch`, or (shorthand for paired tasks) ``low, high`` tensors."""
+        if not isinstance(batch, Batch):
+            batch = Batch(low=batch, high=high)
+        phase = phase or self.phase_names[0]
+        opt = self.optimizers[phase]
+        opt.zero_grad(set_to_none=True)
+        batch = batch.to(self.device, self.channels_last)
         ctx = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
             if self.amp_dtype is not None
             else contextlib.nullcontext()
         )
         with ctx:
-            terms = self.net(low, high)
+            terms = self.net(batch, phase=phase) if self.multi else self.net(batch)
         self.scaler.scale(terms["loss"]).backward()
-        self.scaler.unscale_(self.optimizer)
-        grads = [p.grad for p in self.params if p.grad is not None]
+        self.scaler.unscale_(opt)
+        params = self.phase_params[phase]
+        grads = [p.grad for p in params if p.grad is not None]
         if self.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         else:
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
         return {k: v.detach().float() for k, v in terms.items()}, norm.detach().float()
 
-    def apply(self) -> None:
-        self.scaler.step(self.optimizer)
+    def step_phase(self, phase: str | None = None) -> None:
+        self.scaler.step(self.optimizers[phase or self.phase_names[0]])
+
+    def finish(self) -> None:
         self.scaler.update()
-        self.scheduler.step()
+        for sched in self.schedulers.values():
+            sched.step()
         for pair in self.ema:
             ema_update(pair)
         self.ema_updates += 1
+
+    def apply(self) -> None:
+        """Step the (single) optimiser, then :meth:`finish`."""
+        if self.multi:
+            raise RuntimeError("apply() is for one phase; call step_phase(name) per phase, then finish()")
+        self.step_phase()
+        self.finish()
+
+    def merge_terms(self, per_phase: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The logged terms of a step: a phase's own for one phase; for several, ``loss_<phase>`` for each
+        phase's ``loss``, their sum as ``loss``, and every other term under its own name."""
+        if not self.multi:
+            return next(iter(per_phase.values()))
+        out: dict[str, torch.Tensor] = {}
+        for name, terms in per_phase.items():
+            out[f"loss_{name}"] = terms["loss"]
+            out.update({k: v for k, v in terms.items() if k != "loss"})
+        return {"loss": sum(out[f"loss_{n}"] for n in per_phase), **out}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -259,12 +322,12 @@ class Trainer:
         if cfg.runtime.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         resume_path, ckpt = self._checkpoint_to_resume()  # before anything is written
-        data = load_training_data(cfg.data, self.data_root)
+        data = build_source(cfg.data, self.data_root, cfg.seed)
         ids_sha = _ids_sha(data.train_ids)
         if ckpt is not None and ckpt.get("position", {}).get("train_ids_sha256") not in (None, ids_sha):
             raise CheckpointError(
                 f"{resume_path}: the training split differs from the checkpoint's "
-                f"({len(data.train)} pairs now); "
+                f"({len(data.train_ids)} samples now); "
                 "an exact resume needs the same training data"
             )
 
@@ -275,13 +338,11 @@ class Trainer:
         model.to(ctx.device)
         if cfg.runtime.channels_last:
             model.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
-        scheduler = build_scheduler(optimizer, cfg.schedule)
+        optimizers, schedulers = build_phase_optimizers(model, cfg.optim, cfg.schedule)
         step = 0
         if ckpt is not None:  # every process reads the same checkpoint
             model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
+            _load_optim_state(resume_path, ckpt, optimizers, schedulers)
             checkpoint.set_rng_state(ckpt["rng"])
             step = int(ckpt["step"])
             self.best = dict(ckpt.get("best", {}))
@@ -293,23 +354,29 @@ class Trainer:
         net: nn.Module = model
         if ctx.distributed:
             net = nn.parallel.DistributedDataParallel(
-                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+                model,
+                device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=len(optimizers) > 1,  # each phase's forward uses part of the model
             )
         if cfg.runtime.compile:
             net = torch.compile(net)
-        runner = StepRunner(net, model, optimizer, scheduler, cfg.runtime, cfg.optim.grad_clip, ctx.device)
+        runner = StepRunner(net, model, optimizers, schedulers, cfg.runtime, cfg.optim.grad_clip, ctx.device)
+        optimizer, scheduler = runner.optimizer, runner.scheduler
         if ckpt is not None:
             if ckpt.get("scaler"):
                 runner.scaler.load_state_dict(ckpt["scaler"])
             runner.ema_updates = int(next(iter(ckpt.get("ema", {}).values()), {}).get("updates", step))
 
         stop = cfg.schedule.steps if stop_at is None else min(stop_at, cfg.schedule.steps)
-        dataset = CropDataset(data.train, cfg.data.crop, cfg.data.flips, cfg.seed, cfg.data.cache_images)
         sampler = StepBatchSampler(
-            len(data.train), cfg.optim.batch_size, cfg.seed, step, stop, ctx.rank, ctx.world
+            len(data.train_ids), cfg.optim.batch_size, cfg.seed, step, stop, ctx.rank, ctx.world
         )
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=cfg.data.workers, pin_memory=ctx.device.type == "cuda"
+            data.dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.data.workers,
+            pin_memory=ctx.device.type == "cuda",
+            collate_fn=collate,
         )
         terms_names = model.loss_terms()
         log = CsvLog(self.out_dir / "log.csv", terms_names)
@@ -323,6 +390,7 @@ class Trainer:
                         "root": str(data.root),
                         "train": data.train_ids,
                         "validation": [s.sample_id for s in data.val],
+                        **data.info,
                         "note": "validation is held out from the training split; the test split is not read",
                     },
                     indent=1,
@@ -378,23 +446,31 @@ class Trainer:
                 sums += self._resumed_interval["sums"].to(sums)
         last_val: dict[str, float] = dict(self._resumed_val)
         st.model.train()
-        for low, high in st.loader:
-            terms, gnorm = st.runner.forward_backward(low, high)
-            loss = terms["loss"]
-            # with fp16 the scaler skips steps with inf gradients by design; otherwise they are divergence
-            check_grad = not st.runner.scaler.is_enabled()
-            finite = torch.isfinite(loss) & (torch.isfinite(gnorm) if check_grad else True)
-            flags = torch.stack(
-                [
-                    (~finite).double(),
-                    torch.tensor(float(self._stop_requested), device=ctx.device, dtype=torch.float64),
-                ]
-            )
-            flags = dist_mod.all_reduce_sum(flags, ctx).tolist()
-            if flags[0]:
-                bar.close()
-                self._diverged(step + 1, terms, gnorm)
-            st.runner.apply()
+        for batch in st.loader:
+            per_phase: dict[str, dict[str, torch.Tensor]] = {}
+            norms = []
+            for phase in st.runner.phase_names:
+                terms, gnorm = st.runner.forward_backward(batch, phase=phase)
+                per_phase[phase] = terms
+                norms.append(gnorm)
+                # with fp16 the scaler skips steps with inf gradients by design; otherwise they are divergence
+                check_grad = not st.runner.scaler.is_enabled()
+                finite = torch.isfinite(terms["loss"]) & (torch.isfinite(gnorm) if check_grad else True)
+                flags = torch.stack(
+                    [
+                        (~finite).double(),
+                        torch.tensor(float(self._stop_requested), device=ctx.device, dtype=torch.float64),
+                    ]
+                )
+                flags = dist_mod.all_reduce_sum(flags, ctx).tolist()
+                if flags[0]:
+                    bar.close()
+                    where = f" in phase {phase}" if st.runner.multi else ""
+                    self._diverged(step + 1, st.runner.merge_terms(per_phase), gnorm, where)
+                st.runner.step_phase(phase)
+            st.runner.finish()
+            terms = st.runner.merge_terms(per_phase)
+            gnorm = norms[0] if len(norms) == 1 else torch.stack(norms).square().sum().sqrt()
             step += 1
             sums += torch.stack([*(terms[k] for k in st.terms), gnorm]).double()
             count += 1
@@ -444,7 +520,9 @@ class Trainer:
             dict(self.best),
         )
 
-    def _diverged(self, step: int, terms: dict[str, torch.Tensor], gnorm: torch.Tensor) -> None:
+    def _diverged(
+        self, step: int, terms: dict[str, torch.Tensor], gnorm: torch.Tensor, where: str = ""
+    ) -> None:
         parts = ", ".join(f"{k}={float(v):.6g}" for k, v in terms.items())
         last = (
             f"{self.last_checkpoint} (step {self.last_checkpoint_step})"
@@ -452,8 +530,8 @@ class Trainer:
             else "none (no checkpoint written yet)"
         )
         raise TrainingDiverged(
-            f"step {step}: non-finite loss ({parts}, grad_norm={float(gnorm):.6g}); stopped before updating "
-            f"the weights; last good checkpoint: {last}"
+            f"step {step}: non-finite loss{where} ({parts}, grad_norm={float(gnorm):.6g}); stopped before "
+            f"updating the weights{' of that phase' if where else ''}; last good checkpoint: {last}"
         )
 
     def _improved(self, val: dict[str, float], step: int) -> bool:
@@ -528,14 +606,45 @@ class Trainer:
                 }
                 for p in st.runner.ema
             },
-            "optimizer": st.optimizer.state_dict(),
-            "scheduler": st.scheduler.state_dict(),
+            **_optim_state(st.runner),
             "scaler": st.runner.scaler.state_dict() if st.runner.scaler.is_enabled() else {},
             "rng": checkpoint.rng_state(),
             "val": dict(val),
             "best": dict(self.best),
             "torch": str(torch.__version__),
         }
+
+
+def _optim_state(runner: StepRunner) -> dict[str, Any]:
+    """``optimizer``/``scheduler``: their state dicts (one phase), or ``{phase: state dict}`` (several);
+    ``phases``: the phase names in order."""
+    if not runner.multi:
+        return {
+            "optimizer": runner.optimizer.state_dict(),
+            "scheduler": runner.scheduler.state_dict(),
+            "phases": list(runner.phase_names),
+        }
+    return {
+        "optimizer": {n: o.state_dict() for n, o in runner.optimizers.items()},
+        "scheduler": {n: s.state_dict() for n, s in runner.schedulers.items()},
+        "phases": list(runner.phase_names),
+    }
+
+
+def _load_optim_state(path: Path | None, ckpt: dict[str, Any], optimizers: dict, schedulers: dict) -> None:
+    names = list(optimizers)
+    saved = list(ckpt.get("phases", ["main"]))
+    if len(saved) != len(names) or (len(names) > 1 and saved != names):
+        raise CheckpointError(
+            f"{path}: the checkpoint's optimiser phases {saved} are not this task's {names}"
+        )
+    if len(names) == 1:
+        optimizers[names[0]].load_state_dict(ckpt["optimizer"])
+        schedulers[names[0]].load_state_dict(ckpt["scheduler"])
+        return
+    for n in names:
+        optimizers[n].load_state_dict(ckpt["optimizer"][n])
+        schedulers[n].load_state_dict(ckpt["scheduler"][n])
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

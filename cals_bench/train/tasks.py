@@ -2,8 +2,16 @@
 
 A task is an ``nn.Module`` subclass of :class:`TrainableModel` registered with ``@register_task("name")``.
 The engine knows nothing about any one method: it builds the task's model from the validated ``model:``
-section of the config, calls ``model(low, high)`` for the loss terms, steps the optimiser, applies the
-EMA pairs the model declares, validates with :meth:`TrainableModel.enhancer_module` and saves everything.
+section of the config, calls ``model(batch)`` (a :class:`~cals_bench.train.batch.Batch`) for the loss
+terms, steps the optimiser, applies the EMA pairs the model declares, validates with
+:meth:`TrainableModel.enhancer_module` and saves everything.
+
+A task with several optimisers (a GAN: generator and discriminator) declares them as *phases*
+(:meth:`TrainableModel.phases`): each step the engine runs the phases in order, and for each one zeroes its
+optimiser's gradients, calls ``model(batch, phase=name)`` under autocast, back-propagates that phase's
+``"loss"``, clips and steps its optimiser (through the shared gradient scaler). Then the scaler, every
+learning-rate schedule and the EMA pairs advance once. The default is one phase, ``"main"``, with one
+optimiser over all trainable parameters: ``model(batch)``, exactly one forward/backward per step.
 """
 
 from __future__ import annotations
@@ -19,9 +27,24 @@ import torch
 from torch import nn
 
 from cals_bench.errors import CalsBenchError
+from cals_bench.train.batch import Batch
 
 # Modules whose import registers the built-in tasks.
 TASK_MODULES = ("reference_models.iaml.trainer",)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimiser and the part of a step that updates it.
+
+    ``params``: the parameters its optimiser steps (disjoint between phases). The optimiser is the config's
+    ``optim`` section with ``lr * lr_scale`` and, when set, these ``betas`` (EnlightenGAN: 0.5, 0.999).
+    """
+
+    name: str
+    params: list[nn.Parameter]
+    lr_scale: float = 1.0
+    betas: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,12 +75,24 @@ class TrainableModel(nn.Module, abc.ABC):
     summary: ClassVar[str] = ""
 
     @abc.abstractmethod
-    def forward(self, low: torch.Tensor, high: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss terms for a batch: scalar tensors, ``"loss"`` (the total that is minimised) among them."""
+    def forward(self, batch: Batch, phase: str = "main") -> dict[str, torch.Tensor]:
+        """Loss terms for a batch: scalar tensors, ``"loss"`` (the total this phase minimises) among them.
+
+        Single-phase tasks are called ``model(batch)``; multi-phase tasks ``model(batch, phase=name)``.
+        """
 
     @abc.abstractmethod
     def loss_terms(self) -> tuple[str, ...]:
-        """Names of the terms :meth:`forward` returns, ``"loss"`` first (the columns of the training log)."""
+        """Names of the logged terms, ``"loss"`` first (the columns of the training log).
+
+        One phase: the keys :meth:`forward` returns. Several: the engine logs each phase's ``"loss"`` as
+        ``"loss_<phase>"`` and their sum as ``"loss"``; every other key keeps its name (distinct across
+        phases), so the list is ``"loss"``, the ``"loss_<phase>"`` names and the other keys.
+        """
+
+    def phases(self) -> list[Phase]:
+        """The optimisers, in the order their updates run within a step (default: one, over everything)."""
+        return [Phase("main", [p for p in self.parameters() if p.requires_grad])]
 
     @abc.abstractmethod
     def enhancer_module(self) -> nn.Module:

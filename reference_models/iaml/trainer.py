@@ -17,6 +17,8 @@ from typing import Literal
 
 import torch
 
+from cals_bench.errors import DataError
+from cals_bench.train.batch import Batch
 from cals_bench.train.tasks import EmaPair, TrainableModel, register_task
 from reference_models.iaml.losses import (
     cosine_mirror_loss,
@@ -97,8 +99,12 @@ class IAMLModel(IAMLNetwork, TrainableModel):
             terms.append(MIRROR_TERMS[self.config.mirror])
         return tuple(terms)
 
-    def forward(self, low: torch.Tensor, high: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss terms for a batch; the networks run under the caller's autocast, the losses in float32."""
+    def forward(self, batch: Batch, phase: str = "main") -> dict[str, torch.Tensor]:
+        """Loss terms for a paired batch; the networks run under the caller's autocast, the losses in
+        float32."""
+        if batch.high is None:
+            raise DataError("task iaml trains on paired data: the batch has no reference (data.source)")
+        low, high = batch.low, batch.high
         cfg = self.config
         out, student_levels = self.student.forward_levels(low)
         teacher_levels = self.teacher_levels(high) if cfg.mirror != "none" else []
