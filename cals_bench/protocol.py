@@ -79,7 +79,7 @@ class DatasetSpec:
     expected_count: int | None = None
     checksums: dict[str, str] = field(default_factory=dict)
     manifest: str = ""
-    manifest_format: Literal["csv", "celebamask-hq", "nih-cxr14", "auto"] = "csv"
+    manifest_format: Literal["csv", "celebamask-hq", "nih-cxr14", "utkface", "auto"] = "csv"
     manifest_id_column: str = "image"
     attributes: dict[str, str] = field(default_factory=dict)
     components: list[str] = field(default_factory=list)
@@ -104,7 +104,9 @@ class PreprocessSpec:
 @dataclass(frozen=True)
 class AuditSpec:
     """Fairness audit settings (the fields of :class:`cals_bench.fairness.AuditSettings`, see docs/fairness.md)
-    plus ``gpi_features``: the feature extractors whose reference/output distributions GPI compares."""
+    plus ``gpi_features``: the feature extractors whose reference/output distributions GPI compares.
+    ``cluster_by`` (e.g. ``patientid``) makes intervals resample and permutation tests permute whole
+    clusters (samples sharing that attribute), not samples."""
 
     group_by: list[str] = field(default_factory=list)
     min_group_size: int = 20
@@ -122,6 +124,7 @@ class AuditSpec:
     gpi_bootstrap: int | None = None
     gpi_permutations: int | None = None
     gpi_features: list[str] = field(default_factory=list)
+    cluster_by: str | None = added_field(None)
 
 
 @dataclass(frozen=True)

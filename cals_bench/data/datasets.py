@@ -209,6 +209,12 @@ def read_manifest(ds: DatasetSpec, root: Path) -> tuple[Path, dict[str, dict[str
         return root / "CelebA-HQ-img", _celebamask(root / "CelebAMask-HQ-attribute-anno.txt")
     if fmt == "nih-cxr14":
         return _image_dir(root, ds), _nih(root / "Data_Entry_2017.csv")
+    if fmt == "utkface":
+        if ds.manifest and (root / ds.manifest).is_file():
+            fmt = "csv"
+        else:
+            folder = _image_dir(root, ds)
+            return folder, utkface_labels(_list_images(folder) if folder.is_dir() else [])
     if not ds.manifest:
         return _image_dir(root, ds), {}
     path = root / ds.manifest
@@ -251,6 +257,24 @@ def _celebamask(path: Path) -> dict[str, dict[str, str]]:
             "gender": "male" if vals.get("Male") == "1" else "female",
             "age": "young" if vals.get("Young") == "1" else "not-young",
         }
+    return out
+
+
+UTKFACE_GENDER = {"0": "male", "1": "female"}
+UTKFACE_RACE = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}
+
+
+def utkface_labels(files: list[Path]) -> dict[str, dict[str, str]]:
+    """UTKFace labels from file names ``age_gender_race_date.jpg.chip.jpg`` (the dataset's own coding:
+    gender 0 male, 1 female; race 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others), as the published
+    attributes.csv spells them. A name lacking a field (a few upstream files) leaves that attribute empty."""
+    out = {}
+    for path in files:
+        parts = path.name.split("_")
+        age = parts[0] if parts and parts[0].isdigit() else ""
+        gender = UTKFACE_GENDER.get(parts[1], "") if len(parts) > 3 else ""
+        race = UTKFACE_RACE.get(parts[2], "") if len(parts) > 3 else ""
+        out[path.name] = {"age": age, "gender": gender, "race": race}
     return out
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from cals_bench.fairness.clusters import cluster_codes, split_by_group
 from cals_bench.fairness.frame import group_tables, wide_records
 from cals_bench.fairness.gpi import (
     GPI_COLUMNS,
@@ -99,8 +100,25 @@ def audit(
                 f"grouping {g.name}: {g.n_missing} sample(s) with a missing attribute value (overall only)"
             )
 
-    groups_df, disparity_df = group_tables(wide, groupings, directions, settings)
-    tests = [across_group_tests(wide, groupings, settings)]
+    clusters = None
+    if settings.cluster_by:
+        clusters, n_no_cluster = cluster_codes(ids, attrs, settings.cluster_by)
+        n_clusters = len({int(c) for c in clusters})
+        notes.append(
+            f"cluster_by {settings.cluster_by}: {n_clusters} clusters of {len(ids)} samples; intervals "
+            "resample clusters within each group, permutation tests permute labels between clusters"
+        )
+        if n_no_cluster:
+            notes.append(f"{n_no_cluster} sample(s) have no {settings.cluster_by}: each is its own cluster")
+        for g in groupings:
+            _, n_split = split_by_group(clusters, g.codes)
+            if n_split:
+                notes.append(
+                    f"grouping {g.name}: {n_split} cluster(s) span more than one group; each part is "
+                    "resampled as a cluster of its own"
+                )
+    groups_df, disparity_df = group_tables(wide, groupings, directions, settings, clusters)
+    tests = [across_group_tests(wide, groupings, settings, clusters)]
 
     gpi_frames, summary_frames = [], []
     if features:
@@ -109,7 +127,7 @@ def audit(
         summary_frames.append(summ)
     if settings.gpi_metric is not None:
         if settings.gpi_metric in wide.columns:
-            rows, summ = metric_gpi_tables(wide, groupings, settings.gpi_metric, settings)
+            rows, summ = metric_gpi_tables(wide, groupings, settings.gpi_metric, settings, clusters)
             gpi_frames.append(rows)
             summary_frames.append(summ)
         else:

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from cals_bench.fairness.bootstrap import bootstrap_mean_median, interval, percentile_interval, rng_for
+from cals_bench.fairness.clusters import ClusterLayout
+from cals_bench.fairness.clusters import bootstrap_mean_median as cluster_bootstrap_mean_median
 from cals_bench.fairness.groups import ALL, OVERALL, Grouping
 from cals_bench.fairness.settings import AuditInputError, AuditSettings
 
@@ -93,8 +95,16 @@ def wide_records(records: pd.DataFrame, directions: Mapping[str, bool]) -> pd.Da
     return wide.astype(np.float64)
 
 
-def _summary(values: np.ndarray, n_resamples: int, confidence: float, rng: np.random.Generator):
-    """(mean, median, std, mean_ci, median_ci, bootstrap means) of a 1-D array of valid values."""
+def _summary(
+    values: np.ndarray,
+    n_resamples: int,
+    confidence: float,
+    rng: np.random.Generator,
+    codes: np.ndarray | None = None,
+):
+    """(mean, median, std, mean_ci, median_ci, bootstrap means) of a 1-D array of valid values.
+
+    With ``codes`` (the cluster of each value), the bootstrap resamples clusters, not values."""
     n = values.size
     if n == 0:
         nan = float("nan")
@@ -105,7 +115,11 @@ def _summary(values: np.ndarray, n_resamples: int, confidence: float, rng: np.ra
     if n_resamples == 0:
         nan = float("nan")
         return mean, median, std, (nan, nan), (nan, nan), np.empty(0)
-    boot_means, boot_medians = bootstrap_mean_median(values, n_resamples, rng)
+    if codes is None:
+        boot_means, boot_medians = bootstrap_mean_median(values, n_resamples, rng)
+    else:
+        layout = ClusterLayout(np.arange(n), codes)
+        boot_means, boot_medians = cluster_bootstrap_mean_median(values, layout, n_resamples, rng)
     return (
         mean,
         median,
@@ -147,8 +161,12 @@ def group_tables(
     groupings: Sequence[Grouping],
     directions: Mapping[str, bool],
     settings: AuditSettings,
+    clusters: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-group table and per-(grouping, metric) disparity table.
+
+    ``clusters`` (optional): the cluster code of each row of ``wide`` (``settings.cluster_by``); every
+    interval then resamples clusters within its group (the cluster bootstrap).
 
     ``wide`` is ``wide_records(...)``; every grouping must be built over ``wide.index`` in that order.
     Group table: one ``overall``/``all`` row per metric, then one row per (grouping, group, metric).
@@ -167,7 +185,11 @@ def group_tables(
         col = wide[metric].to_numpy(dtype=np.float64)
         valid = ~np.isnan(col)
         overall = _summary(
-            col[valid], settings.bootstrap, settings.confidence, rng_for(settings.seed, "overall", metric)
+            col[valid],
+            settings.bootstrap,
+            settings.confidence,
+            rng_for(settings.seed, "overall", metric),
+            None if clusters is None else clusters[valid],
         )
         overall_mean = overall[0]
         group_rows.append(
@@ -189,7 +211,8 @@ def group_tables(
                 mask = grouping.codes == gi
                 vals = col[mask & valid]
                 rng = rng_for(settings.seed, "group", metric, grouping.name, group)
-                summ = _summary(vals, settings.bootstrap, settings.confidence, rng)
+                codes = None if clusters is None else clusters[mask & valid]
+                summ = _summary(vals, settings.bootstrap, settings.confidence, rng, codes)
                 small = vals.size < settings.min_group_size
                 group_rows.append(
                     _row(

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from cals_bench.fairness import clusters as cl
 from cals_bench.fairness.bootstrap import (
     bootstrap_indices,
     interval,
@@ -158,23 +159,31 @@ def gpi_for_grouping(
     groups: Sequence[str],
     settings: AuditSettings,
     key: tuple[str, ...],
+    member_codes: Sequence[np.ndarray] | None = None,
 ) -> tuple[list[dict], dict]:
     """Per-group GPI rows and the (sum, gap, test) summary of one grouping, for any W1 estimator.
 
     ``members[i]`` are the estimator positions of group ``groups[i]``; ``key`` names the draw for seeding.
+    ``member_codes[i]`` (optional) the cluster of each member: intervals then resample clusters and the
+    gap test permutes labels between clusters.
     """
     n_boot = settings.n_gpi_bootstrap
     n_perm = settings.n_gpi_permutations
     kind, conf = settings.distance_interval, settings.confidence
     nan = float("nan")
-    rows, boots, values, compared, small = [], [], [], [], []
-    for group, mem in zip(groups, members):
+    rows, boots, values, compared, compared_codes, small = [], [], [], [], [], []
+    codes_list = member_codes if member_codes is not None else [None] * len(members)
+    for group, mem, codes in zip(groups, members, codes_list):
         is_small = mem.size < settings.min_group_size
         value = est.point(mem)
         lo = hi = bias = nan
         boot = np.empty(0)
         if n_boot > 0:
-            boot = _rows_chunked(est, mem, n_boot, rng_for(settings.seed, "gpi-boot", *key, group))
+            rng = rng_for(settings.seed, "gpi-boot", *key, group)
+            if codes is None:
+                boot = _rows_chunked(est, mem, n_boot, rng)
+            else:
+                boot = cl.resampled_rows(est.rows, cl.ClusterLayout(mem, codes), n_boot, rng)
             lo, hi = interval(kind, value, boot, conf, lower=0.0)
             bias = float(boot.mean() - value)
         rows.append(
@@ -193,6 +202,7 @@ def gpi_for_grouping(
             small.append(group)
         else:
             compared.append(mem)
+            compared_codes.append(codes)
             values.append(value)
             boots.append(boot)
     summary = {
@@ -238,9 +248,11 @@ def gpi_for_grouping(
                 kind, summary["gpi_gap"], gaps, conf, lower=0.0
             )
         if n_perm > 0:
-            summary["p_value"] = gap_permutation_p(
-                est, compared, n_perm, rng_for(settings.seed, "gpi-perm", *key)
-            )
+            rng = rng_for(settings.seed, "gpi-perm", *key)
+            if member_codes is None:
+                summary["p_value"] = gap_permutation_p(est, compared, n_perm, rng)
+            else:
+                summary["p_value"] = cluster_gap_permutation_p(est, compared, compared_codes, n_perm, rng)
     return rows, summary
 
 
@@ -265,6 +277,42 @@ def gap_permutation_p(
         )
         null[sl] = per_group.max(axis=1) - per_group.min(axis=1)
     return permutation_p_value(observed, null)
+
+
+def cluster_gap_permutation_p(
+    est: _Estimator,
+    compared: Sequence[np.ndarray],
+    codes: Sequence[np.ndarray],
+    n_perm: int,
+    rng: np.random.Generator,
+) -> float:
+    """p-value of the GPI gap when group labels are permuted between whole clusters (the number of
+    clusters per group kept; a group's sample count varies with the clusters it draws)."""
+    observed_rows = [est.rows(m[None, :])[0] for m in compared]
+    observed = max(observed_rows) - min(observed_rows)
+    layouts = [cl.ClusterLayout(m, c) for m, c in zip(compared, codes)]
+    cluster_members = [mem for lay in layouts for mem in lay.members]
+    labels = np.concatenate([np.full(lay.n_clusters, g) for g, lay in enumerate(layouts)])
+    n_groups = len(compared)
+    null = np.empty(n_perm, dtype=np.float64)
+    for sl in row_chunks(n_perm, sum(m.size for m in compared)):
+        perm = cl.permuted_groups(labels, n_groups, sl.stop - sl.start, rng)
+        per_group = np.empty((perm.shape[0], n_groups))
+        for g in range(n_groups):
+            rows = [np.concatenate([cluster_members[c] for c in np.flatnonzero(p == g)]) for p in perm]
+            per_group[:, g] = cl.by_length(est.rows, rows)
+        null[sl] = per_group.max(axis=1) - per_group.min(axis=1)
+    return permutation_p_value(observed, null)
+
+
+def _cluster_codes_of(
+    grouping: Grouping, members: Sequence[np.ndarray], codes: np.ndarray | None
+) -> list[np.ndarray] | None:
+    """Cluster codes of each group's members (clusters split by group), or None without clusters."""
+    if codes is None:
+        return None
+    split, _ = cl.split_by_group(codes, grouping.codes)
+    return [split[m] for m in members]
 
 
 def _check_feature_set(name: str, fs: FeatureSet) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -307,6 +355,9 @@ def feature_gpi_tables(
         ids = [i for i, keep in zip(ids, ok) if keep]
         dim = ref.shape[1]
         projections = random_projections(dim, settings.gpi_projections, settings.gpi_seed)
+        codes = None
+        if settings.cluster_by:
+            codes = cl.cluster_codes(ids, attributes, settings.cluster_by)[0]
         for spec in settings.group_by:
             grouping = make_grouping(spec, ids, attributes)
             members = _grouping_members(grouping)
@@ -314,7 +365,12 @@ def feature_gpi_tables(
             method = "exact" if largest <= settings.gpi_exact_max_n else "sliced"
             est = FeatureW1(ref, out, method, projections if method == "sliced" else None)
             g_rows, summary = gpi_for_grouping(
-                est, members, grouping.groups, settings, (KIND_FEATURES, name, grouping.name)
+                est,
+                members,
+                grouping.groups,
+                settings,
+                (KIND_FEATURES, name, grouping.name),
+                _cluster_codes_of(grouping, members, codes),
             )
             head = {"kind": KIND_FEATURES, "feature": name, "grouping": grouping.name}
             rows.extend({**head, **r} for r in g_rows)
@@ -336,7 +392,11 @@ def feature_gpi_tables(
 
 
 def metric_gpi_tables(
-    wide: pd.DataFrame, groupings: Sequence[Grouping], metric: str, settings: AuditSettings
+    wide: pd.DataFrame,
+    groupings: Sequence[Grouping],
+    metric: str,
+    settings: AuditSettings,
+    clusters: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """1-D GPI on a per-image metric: per group, W1 between its values and the pooled compared values.
 
@@ -377,6 +437,7 @@ def metric_gpi_tables(
             [g for g, _ in nonempty],
             settings,
             (KIND_METRIC_1D, metric, grouping.name),
+            _cluster_codes_of(grouping, [m for _, m in nonempty], clusters),
         )
         for g, m in zip(grouping.groups, members):
             if m.size == 0:

@@ -65,6 +65,9 @@ class AuditSettings:
     - ``gpi_bootstrap`` / ``gpi_permutations``: resamples for the GPI intervals and the GPI gap test;
       ``None`` means the same as ``bootstrap`` / ``permutations``. Exact EMD costs one transport problem
       per group per resample, so a protocol with large exact groups may want fewer.
+    - ``cluster_by``: an attribute naming clusters of dependent samples (``patientid``): intervals then
+      resample whole clusters within each group and permutation tests permute group labels between whole
+      clusters (:mod:`cals_bench.fairness.clusters`); ``None`` (default) resamples samples.
     """
 
     group_by: tuple[str, ...] = ()
@@ -82,6 +85,7 @@ class AuditSettings:
     gpi_seed: int = 0
     gpi_bootstrap: int | None = None
     gpi_permutations: int | None = None
+    cluster_by: str | None = None
 
     def __post_init__(self) -> None:
         group_by = self.group_by
@@ -134,6 +138,12 @@ class AuditSettings:
             _check_int("gpi_bootstrap", self.gpi_bootstrap, 0)
         if self.gpi_permutations is not None:
             _check_int("gpi_permutations", self.gpi_permutations, 0)
+        if self.cluster_by is not None and (
+            not isinstance(self.cluster_by, str) or not self.cluster_by.strip()
+        ):
+            raise AuditSettingsError(
+                f"audit setting 'cluster_by' must be an attribute name or null, got {self.cluster_by!r}"
+            )
 
     @property
     def n_gpi_bootstrap(self) -> int:
@@ -161,4 +171,6 @@ class AuditSettings:
         """Plain JSON-serialisable mapping (``from_mapping`` reads it back)."""
         out = dataclasses.asdict(self)
         out["group_by"] = list(self.group_by)
+        if out["cluster_by"] is None:  # added later: absent at its default, so stored cache keys hold
+            del out["cluster_by"]
         return out

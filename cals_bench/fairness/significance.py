@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from cals_bench.fairness import clusters as cl
 from cals_bench.fairness.bootstrap import (
     percentile_interval,
     permutation_indices,
@@ -165,20 +166,29 @@ def _test_row(family, test, grouping, target, statistic, p, n, n_groups, resampl
 
 
 def across_group_tests(
-    wide: pd.DataFrame, groupings: Sequence[Grouping], settings: AuditSettings
+    wide: pd.DataFrame,
+    groupings: Sequence[Grouping],
+    settings: AuditSettings,
+    clusters: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Kruskal-Wallis and gap-permutation rows for every (grouping, metric), uncorrected.
 
     Only groups with at least ``min_group_size`` valid values take part; with fewer than two such groups
-    the row is kept with NaN and a note.
+    the row is kept with NaN and a note. With ``clusters`` (cluster code per row of ``wide``), the gap test
+    permutes group labels between whole clusters and Kruskal-Wallis ranks the cluster means (one value per
+    cluster, so the observations it assumes independent are).
     """
     rows: list[dict] = []
     for grouping in groupings:
+        codes_g = None
+        if clusters is not None:
+            codes_g, _ = cl.split_by_group(clusters, grouping.codes)
         for metric in wide.columns:
             col = wide[metric].to_numpy(dtype=np.float64)
             valid = ~np.isnan(col)
-            vals = [col[(grouping.codes == gi) & valid] for gi in range(len(grouping.groups))]
-            vals = [v for v in vals if v.size >= settings.min_group_size]
+            masks = [(grouping.codes == gi) & valid for gi in range(len(grouping.groups))]
+            masks = [m for m in masks if m.sum() >= settings.min_group_size]
+            vals = [col[m] for m in masks]
             n = sum(v.size for v in vals)
             if len(vals) < 2:
                 note = f"fewer than 2 groups with >= {settings.min_group_size} values"
@@ -211,12 +221,20 @@ def across_group_tests(
                     )
                 )
                 continue
-            h, p, note = kruskal_test(vals)
+            rng = rng_for(settings.seed, "gap-perm", grouping.name, metric)
+            if codes_g is None:
+                h, p, note = kruskal_test(vals)
+                gap, p_gap = gap_permutation_test(vals, settings.permutations, rng)
+                gap_note = ""
+            else:
+                member_codes = [codes_g[m] for m in masks]
+                h, p, note = kruskal_test([cl.cluster_means(v, c) for v, c in zip(vals, member_codes)])
+                note = "; ".join(filter(None, [f"on cluster means ({settings.cluster_by})", note]))
+                gap, p_gap = cl.gap_permutation_test(vals, member_codes, settings.permutations, rng)
+                gap_note = f"cluster permutation ({settings.cluster_by})"
             rows.append(
                 _test_row(FAMILY_KRUSKAL, "kruskal", grouping.name, metric, h, p, n, len(vals), 0, note)
             )
-            rng = rng_for(settings.seed, "gap-perm", grouping.name, metric)
-            gap, p_gap = gap_permutation_test(vals, settings.permutations, rng)
             rows.append(
                 _test_row(
                     FAMILY_GAP,
@@ -228,16 +246,18 @@ def across_group_tests(
                     n,
                     len(vals),
                     settings.permutations,
-                    "",
+                    gap_note,
                 )
             )
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
 
 
-def _paired_row(d, a, b, metric, grouping, group, hib, labels, n_unpaired, settings) -> dict:
+def _paired_row(d, a, b, metric, grouping, group, hib, labels, n_unpaired, settings, codes=None) -> dict:
     nan = float("nan")
     n = d.size
-    small = n < settings.min_group_size
+    # min_group_size guards comparisons between groups; the whole set is always tested (low power is
+    # flagged in the note instead).
+    small = n < settings.min_group_size and grouping != OVERALL
     row = {
         "metric": metric,
         "grouping": grouping,
@@ -271,7 +291,12 @@ def _paired_row(d, a, b, metric, grouping, group, hib, labels, n_unpaired, setti
     row["better"] = "tie" if diff == 0 else (labels[0] if (diff > 0) == bool(hib) else labels[1])
     if settings.bootstrap > 0:
         rng = rng_for(settings.seed, "compare", metric, grouping, group)
-        boot = resampled_statistic(d, settings.bootstrap, rng, lambda x: x.mean(axis=1))
+        if codes is None:
+            boot = resampled_statistic(d, settings.bootstrap, rng, lambda x: x.mean(axis=1))
+        else:  # resample clusters of pairs
+            boot = cl.bootstrap_mean_median(
+                d, cl.ClusterLayout(np.arange(n), codes), settings.bootstrap, rng
+            )[0]
         row["diff_ci_low"], row["diff_ci_high"] = percentile_interval(boot, settings.confidence)
         if not small:
             below = (1 + np.count_nonzero(boot <= 0)) / (1 + boot.size)
@@ -283,10 +308,47 @@ def _paired_row(d, a, b, metric, grouping, group, hib, labels, n_unpaired, setti
     if np.all(d == 0):
         row["wilcoxon_statistic"], row["p_wilcoxon"] = 0.0, 1.0
         row["note"] = "all paired differences are zero"
+    elif codes is not None:  # one paired difference per cluster: its mean
+        dc = cl.cluster_means(d, codes)
+        if np.all(dc == 0):
+            row["wilcoxon_statistic"], row["p_wilcoxon"] = 0.0, 1.0
+        else:
+            res = stats.wilcoxon(dc)
+            row["wilcoxon_statistic"], row["p_wilcoxon"] = float(res.statistic), float(res.pvalue)
+        row["note"] = f"clusters ({settings.cluster_by}): {dc.size}; Wilcoxon on cluster mean differences"
     else:
         res = stats.wilcoxon(d)
         row["wilcoxon_statistic"], row["p_wilcoxon"] = float(res.statistic), float(res.pvalue)
+    if grouping == OVERALL:
+        _note_method_and_power(row, d, settings)
     return row
+
+
+def wilcoxon_method(d: np.ndarray) -> str:
+    """The null distribution ``scipy.stats.wilcoxon(d)`` (``method="auto"``) uses for these differences:
+    exact up to 50 pairs without zeros or tied magnitudes, else a permutation (<= 13 pairs) or the normal
+    approximation."""
+    d = np.asarray(d, dtype=np.float64)
+    nonzero = d[d != 0]
+    ties = np.unique(np.abs(nonzero)).size < nonzero.size
+    if d.size > 50:
+        return "normal approximation"
+    if not ties and nonzero.size == d.size:
+        return "exact"
+    return "exact permutation (zeros or ties)" if d.size <= 13 else "normal approximation (zeros or ties)"
+
+
+def _note_method_and_power(row: dict, d: np.ndarray, settings: AuditSettings) -> None:
+    """Say how the overall row was tested, and flag low power below ``min_group_size`` pairs."""
+    notes = [row["note"]] if row["note"] else []
+    if np.isfinite(row["p_wilcoxon"]) and not row["note"].startswith("clusters"):
+        notes.append(f"Wilcoxon {wilcoxon_method(d)}, n = {d.size} pairs")
+    if d.size < settings.min_group_size:
+        notes.append(
+            f"low power: {d.size} pairs (< {settings.min_group_size}); a non-significant difference is not "
+            "evidence that the runs are equivalent"
+        )
+    row["note"] = "; ".join(notes)
 
 
 def compare(
@@ -302,7 +364,8 @@ def compare(
     """Paired comparison of two models scored on the same samples, overall and per group.
 
     For each metric, pairs are the samples where both models have a valid value (the others are counted in
-    ``n_unpaired``). ``mean_diff = mean(a - b)``; its percentile-bootstrap interval resamples pairs;
+    ``n_unpaired``). ``mean_diff = mean(a - b)``; its percentile-bootstrap interval resamples pairs (whole
+    clusters of pairs with ``settings.cluster_by``, and Wilcoxon then ranks the cluster mean differences);
     ``p_bootstrap = min(1, 2 min(P*(d <= 0), P*(d >= 0)))`` with the bootstrap proportions smoothed as
     ``(1 + k) / (1 + B)``; ``p_wilcoxon`` is scipy's two-sided signed-rank test. ``better`` names the model
     with the better mean for the metric's direction. Holm corrects each of the two p-value columns over all
@@ -318,6 +381,7 @@ def compare(
     wb = wb.reindex(index=ids, columns=metrics)
     attrs = check_attributes(attributes)
     groupings = [make_grouping(spec, ids, attrs) for spec in settings.group_by]
+    codes_all = cl.cluster_codes(ids, attrs, settings.cluster_by)[0] if settings.cluster_by else None
     rows: list[dict] = []
     for metric in metrics:
         a = wa[metric].to_numpy(dtype=np.float64)
@@ -341,6 +405,7 @@ def compare(
                 labels,
                 (mask & ~paired).sum(),
                 settings,
+                None if codes_all is None else codes_all[sel],
             )
             rows.append(row)
     out = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
