@@ -545,6 +545,10 @@ def _register_optional_commands() -> None:
         TRAIN_COMMANDS = ()
     for command in TRAIN_COMMANDS:
         main.add_command(command)
+    from cals_bench.submit.cli import COMMANDS as SUBMIT_COMMANDS  # validate, submit, score, submissions
+
+    for command in SUBMIT_COMMANDS:
+        main.add_command(command)
 
 
 _register_optional_commands()

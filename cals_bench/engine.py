@@ -302,7 +302,10 @@ def evaluate(
     extractors, unavailable_features = build_extractors(protocol)
     dev = pick_device(device)
 
-    model_meta = {**enhancer.metadata(), "spec": spec}
+    from cals_bench.submit.naming import inprocess_provenance
+
+    # user code run here is labelled "unisolated code" and cannot pass for a registered model
+    model_meta = {**enhancer.metadata(), "spec": spec, **inprocess_provenance(model, enhancer)}
     metrics_meta = [m.metadata() for m in metrics]
     data_identity = (
         "checksums" if protocol.dataset.checksums else str(Path(root).resolve()) if root else "builtin"
@@ -481,6 +484,8 @@ def _score(
         low = torch.stack([to_tensor(p[0]) for _, p in group]).to(dev)
         high = torch.stack([to_tensor(p[1]) for _, p in group]).to(dev)
         try:
+            if hasattr(enhancer, "start_batch"):  # scored outputs (cals_bench.submit.outputs) need the ids
+                enhancer.start_batch([s.sample_id for s in batch])
             out, ms = _run_model(enhancer, low, high, batch_seed(protocol.seed, batch[0].sample_id), dev)
         except Exception as exc:  # noqa: BLE001 - a model that raises fails its samples, not the run
             msg = (

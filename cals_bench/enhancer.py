@@ -261,10 +261,10 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], origin: str) -> Enhancer:
             inst = obj(**kwargs)
         except TypeError as exc:
             raise CalsBenchError(f"cannot construct model {origin}: {exc}") from exc
-    elif callable(obj):
-        inst = obj(**kwargs)
-    else:
-        raise CalsBenchError(f"{origin} is not an Enhancer class or factory")
+    else:  # a plain nn.Module, callable or factory: wrapped (cals_bench.submit.wrap)
+        from cals_bench.submit.wrap import as_enhancer
+
+        inst = as_enhancer(obj, kwargs, origin)
     if not isinstance(inst, Enhancer):
         raise CalsBenchError(f"{origin} did not produce a cals_bench.Enhancer (got {type(inst).__name__})")
     for key, value in kwargs.items():
