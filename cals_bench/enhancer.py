@@ -21,8 +21,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -60,6 +59,9 @@ class Enhancer(abc.ABC):
     # variants that read the reference at test time (listed by `models list`, flagged in every table)
     ground_truth_variants: ClassVar[tuple[str, ...]] = ()
     sanity: ClassVar[bool] = False
+    # Reported figures per protocol (cals_bench.published.Published entries, or the short form
+    # {"lol-v1": {"psnr": (23.38, "source")}}); leaderboards show ours beside them.
+    published: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         if kwargs:
@@ -119,6 +121,7 @@ class Enhancer(abc.ABC):
             "args": dict(self.args),
             "weights": dict(self.weights_used),
             "parameters": self.parameter_count(),
+            "args_given": dict(getattr(self, "args_given", {})),
             "pad_multiple": self.pad_multiple,
             "uses_ground_truth": self.uses_ground_truth,
             "sanity": self.sanity,
@@ -235,14 +238,46 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
         if "=" not in part:
             raise CalsBenchError(f"model argument {part!r} is not of the form key=value")
         key, value = part.split("=", 1)
+        key = key.strip()
+        if not key or not value.strip() or value.lstrip().startswith("="):
+            what = "no name" if not key else "no value" if not value.strip() else "a value starting with '='"
+            raise CalsBenchError(f"model argument {part!r} has {what} (write key=value, e.g. gamma=2)")
+        if key in args:
+            raise CalsBenchError(f"model argument {key!r} is given twice in {text!r}")
         try:
             parsed = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
             parsed = value
         if not isinstance(parsed, (str, int, float, bool)) or parsed is None:
             parsed = value
-        args[key.strip()] = parsed
+        args[key] = parsed
     return args
+
+
+def _check_arg_types(cls: type, kwargs: dict[str, Any], origin: str) -> None:
+    """A value whose kind differs from the constructor default's (``gamma=true`` for a float, a word for a
+    number) is refused by name instead of reaching the model."""
+    defaults: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.default is not p.empty and p.default is not None:
+                defaults[p.name] = p.default
+    name = getattr(cls, "name", "") or origin
+    for key, value in kwargs.items():
+        if key not in defaults:
+            continue
+        default = defaults[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise CalsBenchError(f"model {name!r} argument {key!r} expects true or false, got {value!r}")
+        elif isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise CalsBenchError(f"model {name!r} argument {key!r} expects a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise CalsBenchError(f"model {name!r} argument {key!r} expects an integer, got {value!r}")
 
 
 def _instantiate(obj: Any, kwargs: dict[str, Any], origin: str) -> Enhancer:
@@ -257,6 +292,7 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], origin: str) -> Enhancer:
                 f"model {getattr(obj, 'name', '') or origin!r} has no argument {unknown[0]!r}{hint} "
                 f"(valid arguments: {valid})"
             )
+        _check_arg_types(obj, kwargs, origin)
         try:
             inst = obj(**kwargs)
         except TypeError as exc:
@@ -269,6 +305,7 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], origin: str) -> Enhancer:
         raise CalsBenchError(f"{origin} did not produce a cals_bench.Enhancer (got {type(inst).__name__})")
     for key, value in kwargs.items():
         inst.args.setdefault(key, value)
+    inst.args_given = dict(kwargs)  # what the user asked for, so reports can show only non-defaults
     return inst
 
 
@@ -352,6 +389,3 @@ def describe(entry: RegistryEntry) -> dict[str, Any]:
         "tags": list(entry.tags),
         "origin": entry.origin,
     }
-
-
-warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")

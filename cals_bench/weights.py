@@ -149,6 +149,18 @@ def torch_hub_dir() -> Path:
     return Path(torch_home) / "hub" / "checkpoints"
 
 
+def torch_load_tensors(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, silencing only the TypedStorage deprecation
+    warning that legacy-format checkpoints (Zero-DCE's, SGZ's) raise on every load."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def tensor_content_sha256(path: Path) -> str:
     """sha256 over a torch state dict's tensors: for each key in sorted order, its name, dtype, shape and
     raw bytes. Independent of how ``torch.save`` laid the file out; memoised like :func:`sha256_file`."""
@@ -157,7 +169,7 @@ def tensor_content_sha256(path: Path) -> str:
     st = path.stat()
     key = ("tensors:" + str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_MEMO:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load_tensors(path)
         if not isinstance(state, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
         ):
@@ -312,13 +324,16 @@ def _download(url: str, out: Path, *, progress: bool, label: str) -> None:
 
 def load_torch(name: str, path: str | Path | None = None) -> tuple[Any, ResolvedWeight]:
     """Resolve and read a torch file safely (``weights_only=True``) on the CPU."""
-    import torch
 
     resolved = resolve(name, path)
     try:
-        obj = torch.load(resolved.path, map_location="cpu", weights_only=True)
+        obj = torch_load_tensors(resolved.path)
     except Exception as exc:
-        raise WeightsError(f"weight file {resolved.path} ({name}) cannot be read safely: {exc}") from exc
+        from cals_bench.safe_load import refusal_reason
+
+        raise WeightsError(
+            f"weight file {resolved.path} ({name}) cannot be read safely: {refusal_reason(exc)}"
+        ) from exc
     return obj, resolved
 
 
@@ -335,7 +350,7 @@ def _torchvision_features(source: Path, out: Path) -> None:
     """Keep only the ``features.*`` tensors of a torchvision classification checkpoint."""
     import torch
 
-    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = torch_load_tensors(source)
     torch.save({k: v for k, v in state.items() if k.startswith("features.")}, out)
 
 

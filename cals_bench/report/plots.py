@@ -1,4 +1,4 @@
-"""Static plots for the reports (matplotlib, Agg backend, PNG files).
+"""Static plots for the reports (matplotlib figures drawn on the Agg canvas, PNG files).
 
 Inputs are per-sample values already in the store and the audit's tables; nothing here scores an image.
 Text from the data (group names, model names) is drawn with mathtext off, so ``$`` or ``_`` in a name is
@@ -13,14 +13,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from cals_bench.report.formatting import arrow, gpi_label, metric_label  # noqa: E402
+from cals_bench.report.formatting import arrow, gpi_label, metric_label
 
 MAX_POINTS = 3000
 DPI = 100
@@ -37,17 +35,24 @@ SMALL_COLOUR = "#9aa0a6"
 ALL_COLOUR = "#4a4f55"
 
 
-def _save(fig, path: Path) -> Path:
+def new_figure(**kwargs) -> Figure:
+    """A figure on its own Agg canvas: no pyplot state, and importing this module selects no backend."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
 def _grid(n: int, ncols: int = 3, w: float = 3.6, h: float = 3.0):
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), squeeze=False)
+    fig = new_figure(figsize=(w * ncols, h * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -73,7 +78,7 @@ def metric_distributions(
     """
     metrics = [m for m in wide.columns if wide[m].notna().any()]
     rng = np.random.default_rng(seed)
-    with plt.rc_context(_RC):
+    with matplotlib.rc_context(_RC):
         fig, axes = _grid(max(1, len(metrics)))
         for ax, metric in zip(axes, metrics):
             col = wide[metric]
@@ -113,7 +118,7 @@ def gpi_per_group(gpi: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path:
     Small groups (not compared) are drawn as hollow grey markers; the gap and sum are in the panel title.
     """
     keys = list(summary[["kind", "feature", "grouping"]].itertuples(index=False, name=None))
-    with plt.rc_context(_RC):
+    with matplotlib.rc_context(_RC):
         fig, axes = _grid(max(1, len(keys)), ncols=2, w=4.6, h=3.0)
         for ax, (kind, feature, grouping) in zip(axes, keys):
             rows = gpi[(gpi["kind"] == kind) & (gpi["feature"] == feature) & (gpi["grouping"] == grouping)]
@@ -157,7 +162,7 @@ def metric_scatter(
 ) -> Path:
     """Per-image scatter of metric pairs, coloured by group."""
     rng = np.random.default_rng(seed)
-    with plt.rc_context(_RC):
+    with matplotlib.rc_context(_RC):
         fig, axes = _grid(max(1, len(pairs)), ncols=3, w=3.6, h=3.2)
         for ax, (mx, my) in zip(axes, pairs):
             sub = wide[[mx, my]].dropna()
@@ -202,7 +207,7 @@ def paired_differences(
     """
     metrics = [m for m in diffs.columns if diffs[m].notna().any()]
     rng = np.random.default_rng(seed)
-    with plt.rc_context(_RC):
+    with matplotlib.rc_context(_RC):
         fig, axes = _grid(max(1, len(metrics)))
         for ax, metric in zip(axes, metrics):
             col = diffs[metric]
@@ -229,5 +234,114 @@ def paired_differences(
         if not metrics:
             axes[0].text(0.5, 0.5, "no paired values", ha="center", va="center")
             axes[0].set_axis_off()
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def pareto_front(
+    x: Sequence[float], y: Sequence[float], *, x_lower_is_better: bool = True, y_higher_is_better: bool = True
+) -> np.ndarray:
+    """Boolean mask of the points no other point dominates (at least as good on both axes, better on one).
+
+    Non-finite points are never on the front and dominate nothing.
+    """
+    xs = np.asarray(x, dtype=float) * (1.0 if x_lower_is_better else -1.0)  # smaller is better after this
+    ys = np.asarray(y, dtype=float) * (-1.0 if y_higher_is_better else 1.0)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    front = ok.copy()
+    for i in np.flatnonzero(ok):
+        others = ok.copy()
+        others[i] = False
+        dominated = (
+            (xs[others] <= xs[i]) & (ys[others] <= ys[i]) & ((xs[others] < xs[i]) | (ys[others] < ys[i]))
+        )
+        front[i] = not dominated.any()
+    return front
+
+
+def quality_tradeoff(
+    points: pd.DataFrame,
+    path: Path,
+    *,
+    x_label: str,
+    y_label: str,
+    x_lower_is_better: bool = True,
+    y_higher_is_better: bool = True,
+    log_x: bool = False,
+    title: str = "",
+) -> Path:
+    """Scatter of one point per model (quality against a cost: time, or a disparity), Pareto front marked.
+
+    ``points`` columns: ``label`` (text beside the point), ``x``, ``y``; optional ``muted`` (bool: drawn grey,
+    e.g. sanity rows), ``x_lo``/``x_hi``/``y_lo``/``y_hi`` (interval bars). Points on the Pareto front (no
+    other point is at least as good on both axes) are filled and joined by a dashed step line; the others are
+    hollow. Non-finite points are left out and counted in the caption line under the axes.
+    Used by the leaderboards (quality vs time per megapixel, quality vs GPI gap) and the fairness pages.
+    """
+    df = points.reset_index(drop=True).copy()
+    finite = np.isfinite(df["x"].astype(float)) & np.isfinite(df["y"].astype(float))
+    if log_x:
+        finite &= df["x"].astype(float) > 0
+    dropped = int((~finite).sum())
+    df = df[finite].reset_index(drop=True)
+    front = pareto_front(
+        df["x"], df["y"], x_lower_is_better=x_lower_is_better, y_higher_is_better=y_higher_is_better
+    )
+    muted = df["muted"].astype(bool).to_numpy() if "muted" in df else np.zeros(len(df), dtype=bool)
+    with matplotlib.rc_context(_RC):
+        fig, (ax,) = _grid(1, ncols=1, w=6.4, h=4.2)
+        for lo, hi, axis in (("x_lo", "x_hi", "x"), ("y_lo", "y_hi", "y")):
+            if lo in df and hi in df:
+                for i, r in df.iterrows():
+                    a, b = float(r[lo]), float(r[hi])
+                    if not (np.isfinite(a) and np.isfinite(b)):
+                        continue
+                    colour = SMALL_COLOUR if muted[i] else _PALETTE[0]
+                    if axis == "x":
+                        ax.plot([a, b], [r["y"], r["y"]], color=colour, lw=1, alpha=0.5)
+                    else:
+                        ax.plot([r["x"], r["x"]], [a, b], color=colour, lw=1, alpha=0.5)
+        if front.any():
+            f = df[front].sort_values("x", ascending=x_lower_is_better)
+            ax.step(f["x"], f["y"], where="post", color=_PALETTE[1], lw=1.2, ls="--", label="Pareto front")
+        for i, r in df.iterrows():
+            colour = SMALL_COLOUR if muted[i] else (_PALETTE[1] if front[i] else _PALETTE[0])
+            ax.scatter(
+                [r["x"]],
+                [r["y"]],
+                s=44,
+                color=colour if front[i] else "white",
+                edgecolors=colour,
+                linewidths=1.5,
+                zorder=3,
+            )
+            ax.annotate(
+                _short(str(r["label"]), 28),
+                (r["x"], r["y"]),
+                xytext=(5, 4),
+                textcoords="offset points",
+                fontsize=8,
+                color=ALL_COLOUR if not muted[i] else SMALL_COLOUR,
+            )
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{x_label} ({'lower' if x_lower_is_better else 'higher'} is better)")
+        ax.set_ylabel(f"{y_label} ({'higher' if y_higher_is_better else 'lower'} is better)")
+        ax.grid(alpha=0.3)
+        if front.any():
+            ax.legend(fontsize=8, frameon=False, loc="best")
+        if title:
+            ax.set_title(title)
+        if dropped:
+            ax.text(
+                0.0,
+                -0.18,
+                f"{dropped} model(s) without both values not drawn",
+                transform=ax.transAxes,
+                fontsize=8,
+                color=SMALL_COLOUR,
+            )
+        if df.empty:
+            ax.text(0.5, 0.5, "no model has both values", ha="center", va="center", transform=ax.transAxes)
         fig.tight_layout()
         return _save(fig, path)

@@ -57,17 +57,15 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def plot_curves(csv_path: Path, png_path: Path, terms: tuple[str, ...]) -> Path | None:
     """Loss terms (log scale) and validation PSNR/SSIM against step, as a PNG (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from cals_bench.report.plots import new_figure
 
     rows = read_rows(csv_path)
     train = [r for r in rows if r["kind"] == "train"]
     val = [r for r in rows if r["kind"] == "val"]
     if not train and not val:
         return None
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = new_figure(figsize=(11, 4))
+    ax_loss, ax_val = fig.subplots(1, 2)
     for term in terms:
         pts = [(int(r["step"]), float(r[term])) for r in train if r.get(term) not in (None, "")]
         pts = [(s, v) for s, v in pts if math.isfinite(v) and v > 0]
@@ -89,6 +87,5 @@ def plot_curves(csv_path: Path, png_path: Path, terms: tuple[str, ...]) -> Path 
     fig.tight_layout()
     tmp = png_path.with_suffix(".part.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(png_path)
     return png_path
