@@ -346,6 +346,8 @@ def frame(lb: Leaderboard) -> pd.DataFrame:
             "run_id": r.run_id,
             "sanity": bool(m.get("sanity")),
             "uses_ground_truth": bool(m.get("uses_ground_truth")),
+            "kind": (m.get("submission") or {}).get("kind") or m.get("kind") or "builtin",
+            "isolation": _isolation(m),
             "status": r.meta.get("status"),
             "n_scored": r.n_scored,
             "n_total": r.n_total,
@@ -376,6 +378,14 @@ def frame(lb: Leaderboard) -> pd.DataFrame:
         )
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _isolation(model: dict[str, Any]) -> str:
+    """How the run's model code ran: sandbox level of a submission, "unisolated" user code, or "suite"."""
+    sub = model.get("submission") or {}
+    if sub:
+        return "no code" if sub.get("kind") == "outputs" else sub.get("isolation") or "?"
+    return "unisolated" if model.get("code") == "unisolated" else "suite"
 
 
 def _num(x: Any) -> float:

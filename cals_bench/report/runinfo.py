@@ -49,6 +49,7 @@ def run_flags(meta: Mapping[str, Any]) -> list[Flag]:
                 "not comparable with blind methods",
             )
         )
+    flags += submission_flags(model)
     gtm = [c for c in GT_MEAN_COLUMNS if c in (meta.get("summary") or {})]
     if gtm:
         flags.append(
@@ -78,6 +79,44 @@ def run_flags(meta: Mapping[str, Any]) -> list[Flag]:
             Flag("missing", f"status: {meta.get('status')}", "the run has not finished; figures are partial")
         )
     return flags
+
+
+def submission_flags(model: Mapping[str, Any]) -> list[Flag]:
+    """Kind (code / plugin / outputs) and isolation of a submitted run; 'unisolated code' for user code
+    run in the scoring process (``run --model file.py:Class``) or submitted with ``--trusted``."""
+    sub = model.get("submission") or {}
+    if sub:
+        kind = sub.get("kind", "code")
+        level = sub.get("isolation", "")
+        if kind == "outputs":
+            return [
+                Flag("small", "outputs", f"submission #{sub.get('id')}: released outputs scored; no code run")
+            ]
+        if sub.get("isolated"):
+            return [
+                Flag(
+                    "small",
+                    f"{kind} \u00b7 sandboxed",
+                    f"submission #{sub.get('id')}: {kind} run in its own {level} sandbox that never saw the references",
+                )
+            ]
+        return [
+            Flag(
+                "gt",
+                f"{kind} \u00b7 unisolated code",
+                f"submission #{sub.get('id')}: {kind} run without a sandbox (--trusted); it could read files",
+            )
+        ]
+    if model.get("code") == "unisolated":
+        return [
+            Flag(
+                "gt",
+                "unisolated code",
+                f"{model.get('kind', 'code')} run in the scoring process: it could read the references and "
+                "patch the metrics; not comparable with submitted runs",
+            )
+        ]
+    return []
 
 
 def sample_counts(meta: Mapping[str, Any]) -> tuple[int, int, int]:

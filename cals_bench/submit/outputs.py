@@ -53,11 +53,22 @@ class OutputFiles:
             raise CalsBenchError(f"{self.source}: {name} inflates beyond its declared size (zip bomb?)")
         return data
 
+    def common_folder(self) -> str:
+        """The one sub-folder every file sits in ("." when they sit at the top or in several)."""
+        prefixes = {str(PurePosixPath(n).parent) for n in self.names}
+        return prefixes.pop() if len(prefixes) == 1 else "."
+
+    def relative(self, name: str) -> str:
+        pure, top = PurePosixPath(name), self.common_folder()
+        return (pure.relative_to(top) if top != "." else pure).as_posix()
+
     def manifest_hash(self) -> str:
-        """sha256 over (name, sha256 of bytes) of every file: the submission's identity."""
+        """sha256 over (name below the common folder, sha256 of bytes) of every file: the identity of the
+        outputs, the same for a folder and a .zip of the same files."""
         h = hashlib.sha256()
-        for name in sorted(self.names):
-            h.update(name.encode() + b"\0" + hashlib.sha256(self.read(name)).hexdigest().encode() + b"\n")
+        for name in sorted(self.names, key=self.relative):
+            digest = hashlib.sha256(self.read(name)).hexdigest()
+            h.update(self.relative(name).encode() + b"\0" + digest.encode() + b"\n")
         return h.hexdigest()
 
 
@@ -183,12 +194,9 @@ def match(protocol, samples: list, files: OutputFiles) -> tuple[dict[str, np.nda
 
     problems = list(files.problems)
     by_stem: dict[str, list[str]] = {}
-    prefixes = {str(PurePosixPath(n).parent) for n in files.names}
-    strip = prefixes.pop() if len(prefixes) == 1 else "."
     for name in files.names:
-        pure = PurePosixPath(name)
-        rel = pure.relative_to(strip) if strip != "." else pure
-        if pure.suffix.lower() not in IMAGE_SUFFIXES:
+        rel = PurePosixPath(files.relative(name))
+        if rel.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         by_stem.setdefault(rel.with_suffix("").as_posix(), []).append(name)
     used: set[str] = set()
