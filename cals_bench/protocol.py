@@ -68,6 +68,8 @@ class DatasetSpec:
     ``bands`` (optional) derives attributes from numeric ones (``age_band`` from ``age``), before the split.
     ``split`` (optional) keeps one part of a seeded train/val/test split (:mod:`cals_bench.data.splits`):
     the test parts are what the CALS protocols score, and trainers read the train parts of the same spec.
+    ``recursive`` (synthetic layout): list the images of ``clean_dir`` and of its sub-folders (BSDS500's
+    train/val/test folders as one pool); sample ids stay the file stems.
     """
 
     layout: Literal["paired", "synthetic", "demo", "composite"]
@@ -90,6 +92,7 @@ class DatasetSpec:
     citation: str = ""
     bands: dict[str, BandSpec] = added_field(default_factory=dict)
     split: SplitSpec | None = added_field(None)
+    recursive: bool = added_field(False)
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,12 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and is_image(p)), key=_natural_key)
 
 
+def _list_images_recursive(folder: Path) -> list[Path]:
+    """The images of ``folder`` and its sub-folders, ordered by file name (then by path)."""
+    found = [p for p in folder.rglob("*") if p.is_file() and is_image(p)]
+    return sorted(found, key=lambda p: (_natural_key(p), str(p)))
+
+
 def _natural_key(p: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
@@ -304,7 +310,7 @@ def _synthetic(protocol: Protocol, root: Path) -> list[Sample]:
     folder, manifest = read_manifest(ds, root)
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder missing ({layout_help(ds)})")
-    files = _list_images(folder)
+    files = _list_images_recursive(folder) if ds.recursive else _list_images(folder)
     if manifest:
         by_name = {p.name: p for p in files}
         missing = [n for n in manifest if n not in by_name]
@@ -365,7 +371,8 @@ def _composite(protocol: Protocol, root: Path) -> list[Sample]:
     for comp_name in protocol.dataset.components:
         comp = load(comp_name)
         comp_root = resolve_root(comp, root)
-        for s in READERS[comp.dataset.layout](comp, comp_root):
+        # each component keeps its own derived attributes and seeded split (its ids, unprefixed)
+        for s in _bands_and_split(comp, READERS[comp.dataset.layout](comp, comp_root)):
             s.sample_id = f"{comp_name}/{s.sample_id}"
             s.attributes = {**s.attributes, **protocol.dataset.attributes}
             s.attributes.setdefault("context", comp_name)
@@ -388,15 +395,20 @@ def apply_split(samples: list[Sample], spec: SplitSpec) -> list[Sample]:
     return [s for s in samples if s.sample_id in keep]
 
 
-def load_samples(protocol: Protocol, data_root: str | Path | None = None) -> tuple[Path | None, list[Sample]]:
-    """Resolve the data root and list the protocol's samples (checksums verified where declared)."""
-    root = resolve_root(protocol, data_root)
-    samples = READERS[protocol.dataset.layout](protocol, root)
+def _bands_and_split(protocol: Protocol, samples: list[Sample]) -> list[Sample]:
+    """The protocol's derived band attributes added, then its seeded split applied (when declared)."""
     for name, band in protocol.dataset.bands.items():
         for s in samples:
             s.attributes = {**s.attributes, name: band.label(s.attributes.get(band.source))}
     if protocol.dataset.split is not None:
         samples = apply_split(samples, protocol.dataset.split)
+    return samples
+
+
+def load_samples(protocol: Protocol, data_root: str | Path | None = None) -> tuple[Path | None, list[Sample]]:
+    """Resolve the data root and list the protocol's samples (checksums verified where declared)."""
+    root = resolve_root(protocol, data_root)
+    samples = _bands_and_split(protocol, READERS[protocol.dataset.layout](protocol, root))
     ids = [s.sample_id for s in samples]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -278,7 +278,9 @@ RECOGNIZERS: dict[str, type[FaceRecognizer]] = {
 
 
 def build_recognizer(backend: str, **options: Any) -> FaceRecognizer:
-    """A recogniser by backend name (``sface`` or ``insightface``) with its own options."""
+    """A recogniser by backend name (``sface``, ``insightface``, ``mobilefacenet``) with its own options."""
+    if backend == "mobilefacenet":
+        import cals_bench.face.mobilefacenet  # noqa: F401  (registers the torch backend)
     if backend not in RECOGNIZERS:
         raise CalsBenchError(f"unknown face backend {backend!r}; known: {', '.join(RECOGNIZERS)}")
     try:

@@ -30,7 +30,7 @@ from cals_bench.face.pipeline import FacePipeline, to_uint8_hwc
 from cals_bench.metrics.base import Metric, SampleContext, register_metric
 
 Backend = Literal["sface", "insightface"]
-_BACKEND_OPTIONS = {"sface": ("engine",), "insightface": ("pack", "model_path")}
+_BACKEND_OPTIONS = {"sface": ("engine",), "insightface": ("pack", "model_path"), "mobilefacenet": ()}
 
 
 def split_face_options(

@@ -158,6 +158,12 @@ def _train_command(name: str, default_config: str | None, task: str | None, doc:
 
 _train_command("run", None, None, "Train any registered task from a config (`task:` names it).")
 _train_command("iaml", "iaml-lol-v1", "iaml", "Train IAML (U-Net + CBAM student, EMA teacher, IAML loss).")
+_train_command(
+    "cals",
+    "cals-cpu",
+    "cals",
+    "Train CALS (U-Net, context-scheduled losses); --config cals-cpu-baseline is its fixed-weight baseline.",
+)
 
 
 @train.command("configs")
@@ -327,6 +333,17 @@ def grid(config_name, lambdas, data_root, overrides, device, quiet, out, as_json
             f"{r['checkpoint']}{mark}"
         )
 
+
+def _add_commands() -> None:
+    """Commands defined beside what they run: several seeds, the CALS context predictor's head."""
+    from cals_bench.train.seeds import seeds_command
+    from reference_models.cals.cli import context_command
+
+    train.add_command(seeds_command)
+    train.add_command(context_command)
+
+
+_add_commands()
 
 # What `cals-bench` registers under its main group (cals_bench/cli.py: _register_optional_commands).
 COMMANDS = (train,)

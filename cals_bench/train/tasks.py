@@ -30,7 +30,7 @@ from cals_bench.errors import CalsBenchError
 from cals_bench.train.batch import Batch
 
 # Modules whose import registers the built-in tasks.
-TASK_MODULES = ("reference_models.iaml.trainer",)
+TASK_MODULES = ("reference_models.iaml.trainer", "reference_models.cals.trainer")
 
 
 @dataclass(frozen=True)

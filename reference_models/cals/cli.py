@@ -1,0 +1,52 @@
+"""``cals-bench train cals-context``: train the CALS context predictor's head (stage 1 of CALS).
+
+``cals-bench train cals --config cals-cpu`` (stage 2) then reads the head file named by
+``model.context_head``. ``cals-bench train seeds`` runs a config under several seeds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("cals-context")
+@click.option(
+    "--data-root", type=click.Path(), required=True, help="Folder holding utkface/, covid-cxr-256/, bsds500/."
+)
+@click.option("--out", type=click.Path(file_okay=False), default="runs/cals/context", show_default=True)
+@click.option(
+    "--per-context", default=400, show_default=True, help="Training images per context (faces subsampled)."
+)
+@click.option(
+    "--crop",
+    default=128,
+    show_default=True,
+    help="Size of the extra random crop per image (the training crop).",
+)
+@click.option("--epochs", default=300, show_default=True, help="Full-batch Adam epochs of the linear head.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation record as JSON.")
+def context_command(data_root, out, per_context, crop, epochs, seed, as_json):
+    """Train the context predictor's head on the train splits (low-light inputs), evaluate on the test splits.
+
+    Writes <out>/context_head.pt (what model.context_head names) and <out>/context_eval.json (accuracy and
+    confusion matrix on the test split: full 256x256 images and training-size crops).
+    """
+    from reference_models.cals.context import CONTEXTS, HeadSettings, train_head
+
+    settings = HeadSettings(per_context=per_context, crop=crop, epochs=epochs, seed=seed)
+    record = train_head(data_root, out, settings, log=click.echo)
+    if as_json:
+        click.echo(json.dumps(record, indent=1))
+        return
+    for view in ("full", "crop"):
+        r = record[f"test_{view}"]
+        click.echo(
+            f"\ntest split ({view}): accuracy {r['accuracy']:.4f}, balanced {r['balanced_accuracy']:.4f}, n {r['n']}"
+        )
+        click.echo(f"{'true / predicted':<18}" + "".join(f"{c:>10}" for c in CONTEXTS))
+        for c, row in zip(CONTEXTS, r["confusion"]):
+            click.echo(f"{c:<18}" + "".join(f"{v:>10}" for v in row))
+    click.echo(f"\nhead: {out}/context_head.pt  evaluation: {out}/context_eval.json")
