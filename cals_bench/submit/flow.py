@@ -196,15 +196,32 @@ def _check_binds(plan: Plan, protected: dict[str, Path | None]) -> None:
 
 
 def _worker(plan: Plan, args: dict[str, Any], folder: Path, isolation: Isolation, limits: Limits) -> Worker:
+    spec, paths, env = plan.inner_spec, list(plan.sys_paths), dict(plan.env)
+    if not isolation.isolated:  # no mount namespace: the worker sees the files where they are
+        import os
+
+        for b in plan.binds:
+            spec = spec.replace(b.target, str(b.source), 1) if spec.startswith(("/", "checkpoint:")) else spec
+            paths = [
+                str(b.source.parent)
+                if p == b.target.rsplit("/", 1)[0] and b.target.count("/") > 1
+                else str(b.source)
+                if p == b.target
+                else p
+                for p in paths
+            ]
+        env.pop("CALS_BENCH_WEIGHTS", None)
+        if os.environ.get("CALS_BENCH_WEIGHTS"):
+            env["CALS_BENCH_WEIGHTS"] = os.environ["CALS_BENCH_WEIGHTS"]
     return Worker(
-        plan.inner_spec,
+        spec,
         args,
         folder=folder,
         isolation=isolation,
         limits=limits,
         binds=plan.binds,
-        sys_paths=plan.sys_paths,
-        env=plan.env,
+        sys_paths=paths,
+        env=env,
     )
 
 

@@ -90,9 +90,8 @@ def check_display_name(name: str, spec: str | None) -> str:
     if not name or len(name) > 80 or any(ord(c) < 32 for c in name):
         raise CalsBenchError(f"display name {name!r} must be 1-80 printable characters")
     hit = collides(name)
-    if hit and not (
-        spec and (spec == hit or spec.split("@", 1)[0] == hit.split("@", 1)[0]) and is_builtin(spec)
-    ):
+    itself = bool(hit and spec and spec.split("@", 1)[0] == hit.split("@", 1)[0])
+    if hit and not (itself and spec_kind(spec) in ("builtin", "plugin")):
         raise CalsBenchError(
             f"display name {name!r} is taken by the registered model {hit!r}; only {hit!r} itself may be "
             "shown under it (choose another --name)"

@@ -1,0 +1,1 @@
+"""Example cals-bench plugin (template). The model lives in :mod:`cals_bench_plugin_example.model`."""
