@@ -230,8 +230,8 @@ def build_metrics(protocol: Protocol, extra: tuple[str, ...] = ()) -> tuple[list
 def build_extractors(protocol: Protocol) -> tuple[list[Any], dict[str, str]]:
     """Feature extractors for the GPI audit (identity embeddings, pooled backbone features)."""
     extractors, unavailable = [], {}
-    if not protocol.audit.gpi_features:
-        return extractors, unavailable
+    if not protocol.audit.gpi_features or not protocol.audit.group_by:
+        return extractors, unavailable  # GPI compares groups: without group_by no audit reads features
     try:
         from cals_bench import features
     except ImportError as exc:
@@ -300,6 +300,10 @@ def evaluate(
     spec = model if isinstance(model, str) else enhancer.name
     metrics, unavailable = build_metrics(protocol, extra_metrics)
     extractors, unavailable_features = build_extractors(protocol)
+    if extractors:  # one backbone pass per image: extractors reuse the metrics' features of a batch
+        from cals_bench.features import share_backbones
+
+        share_backbones(metrics, extractors)
     dev = pick_device(device)
 
     from cals_bench.submit.naming import inprocess_provenance

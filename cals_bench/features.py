@@ -13,7 +13,9 @@ Built-in extractors (``build_extractor(name)``):
   never seen is aligned on its own detection instead. ``face = True``: the engine feeds face samples only.
 - ``alexnet-pooled``: the LPIPS AlexNet backbone's five channel-normalised activations (exactly what
   LPIPS compares), each averaged over space and concatenated: 64 + 192 + 384 + 256 + 256 = 1152-d. For
-  references it reuses the LPIPS metric's cached feature maps when present, so no extra backbone pass.
+  references it reuses the LPIPS metric's cached feature maps when present, and with
+  :func:`share_backbones` (the engine links it to the run's LPIPS metric) it pools the features LPIPS
+  computed on the same batch: one backbone pass per image per run.
 """
 
 from __future__ import annotations
@@ -241,8 +243,12 @@ class AlexNetPooledFeatures(FeatureExtractor):
                     out[i] = hit["pooled"]
         if todo:
             with torch.inference_mode():
-                x = images[todo].to(self.device, torch.float32)
-                feats = model.normalized_features(x)
+                shared = metric.last_features(images.to(self.device, torch.float32), role)
+                if shared is not None:  # the LPIPS metric's pass over this very batch: no second pass
+                    sel = torch.tensor(todo, device=shared[0].device)
+                    feats = [f.index_select(0, sel) for f in shared]
+                else:
+                    feats = model.normalized_features(images[todo].to(self.device, torch.float32))
                 pooled = torch.cat([f.mean(dim=(2, 3)) for f in feats], dim=1).cpu().numpy()
             for j, i in enumerate(todo):
                 out[i] = pooled[j]
@@ -250,6 +256,27 @@ class AlexNetPooledFeatures(FeatureExtractor):
                     self.cache.put(keys[i], {"pooled": pooled[j]})
         self.last_reasons = [None] * n
         return out
+
+
+def share_backbones(metrics: list[Any], extractors: list[FeatureExtractor]) -> int:
+    """Let extractors read the features a metric computes on the same batch instead of a second pass.
+
+    An ``alexnet-pooled`` extractor uses the run's LPIPS-alex metric (same backbone weights and
+    normalisation) as its backbone; that metric then keeps its last batch's features until the next
+    batch. The engine calls this once per run, after building both. Returns the number of links made.
+    """
+    from cals_bench.metrics.lpips import LearnedPerceptualImagePatchSimilarity
+
+    lpips_alex = next(
+        (m for m in metrics if isinstance(m, LearnedPerceptualImagePatchSimilarity) and m.net == "alex"), None
+    )
+    links = 0
+    for ext in extractors:
+        if isinstance(ext, AlexNetPooledFeatures) and lpips_alex is not None:
+            ext._lpips = lpips_alex
+            lpips_alex.keep_features = True
+            links += 1
+    return links
 
 
 register_extractor("identity-sface", lambda: IdentityFeatures("sface"))

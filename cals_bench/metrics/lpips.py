@@ -274,6 +274,10 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
         self.device = torch.device("cpu")
         self.model: LpipsModel | None = None
         self.last_reasons: list[str | None] = []
+        # Set by a consumer of the same backbone (features.share_backbones): the last batch's images and
+        # normalised features are kept until the next batch, so that consumer needs no backbone pass.
+        self.keep_features = False
+        self._memo: dict[str, tuple[torch.Tensor, list[torch.Tensor]]] = {}
 
     # -- contract ---------------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -303,8 +307,23 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
         with torch.inference_mode():
             out_f, ref_f = self.pair_features(output, reference, contexts)
             d = lpips_from_features(out_f, ref_f, model.heads)
+        self._memo = (
+            {"output": (output, out_f), "reference": (reference, ref_f)} if self.keep_features else {}
+        )
         self.last_reasons = [None] * len(contexts)
         return [{"lpips": float(v)} for v in d.cpu()]
+
+    def last_features(self, images: torch.Tensor, role: str) -> list[torch.Tensor] | None:
+        """The normalised features this metric computed in its last ``score_batch`` for ``images`` (the
+        outputs, ``role="output"``, or the references), or None when ``images`` are not exactly those
+        (compared element-wise, so a stale or foreign batch is never taken for them)."""
+        memo = self._memo.get(role)
+        if memo is None:
+            return None
+        seen, feats = memo
+        if seen.shape != images.shape or seen.device != images.device or not torch.equal(seen, images):
+            return None
+        return feats
 
     # -- features and the reference cache -----------------------------------------------------------
     def load_model(self) -> LpipsModel:

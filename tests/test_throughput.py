@@ -1,0 +1,88 @@
+"""Throughput rules: one backbone pass per image per run, no features that no audit reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cals_bench import protocol as protocol_mod
+from cals_bench.data.io import read_rgb, to_tensor
+from cals_bench.engine import evaluate, output_name
+from cals_bench.metrics.lpips import LpipsBackbone, LpipsModel
+from cals_bench.store import Store
+
+DEMO = Path(protocol_mod.__file__).resolve().parents[1] / "protocols" / "demo.yaml"
+
+
+def _demo_variant(tmp_path: Path, **changes) -> protocol_mod.Protocol:
+    """The demo protocol with PSNR + LPIPS only (no face metric), and ``changes`` to its audit."""
+    spec = yaml.safe_load(DEMO.read_text())
+    spec["name"] = "demo-throughput"
+    spec["metrics"] = ["psnr", "lpips"]
+    spec.pop("face_samples", None)
+    spec["metric_options"] = {"lpips": {"net": "alex"}}
+    spec["audit"] = {**spec["audit"], "bootstrap": 50, **changes}
+    path = tmp_path / "demo-throughput.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return protocol_mod.load_file(path)
+
+
+@pytest.fixture
+def count_backbone(monkeypatch):
+    """Counts the images that go through every LPIPS backbone instance (the real forward pass runs)."""
+    seen = {"images": 0}
+    real = LpipsBackbone.forward
+
+    def counted(self, x):
+        seen["images"] += int(x.shape[0])
+        return real(self, x)
+
+    monkeypatch.setattr(LpipsBackbone, "forward", counted)
+    return seen
+
+
+def test_lpips_and_gpi_features_share_one_backbone_pass(tmp_path, shared_weights, count_backbone):
+    proto = _demo_variant(tmp_path)
+    store = Store(tmp_path / "results")
+    result = evaluate(proto, "identity", {}, store=store, progress=False)
+    n = result.meta["n_samples"]
+    assert n == 8
+    # cold reference cache: each output and each reference once (before: the outputs twice more, as the
+    # alexnet-pooled extractor ran the backbone again on what LPIPS had just computed)
+    assert count_backbone["images"] == 2 * n
+
+    # the stored GPI features equal an independent pass of a fresh model over the saved outputs and the
+    # references: 1e-6 absolute (features in [0, 1]; batch composition may change float32 summation order)
+    ids, ref, out = store.features(result.run_id, "alexnet-pooled")
+    assert len(ids) == n and np.asarray(ref).shape == (n, 1152)
+    model = LpipsModel.from_registry("alex")
+    # the identity model's 8-bit outputs, as scored and saved
+    outputs = torch.stack(
+        [to_tensor(read_rgb(result.run_dir / "outputs" / f"{output_name(sid)}.png")) for sid in ids]
+    )
+    with torch.inference_mode():
+        direct = torch.cat([f.mean(dim=(2, 3)) for f in model.normalized_features(outputs)], 1).numpy()
+    assert np.abs(np.asarray(out) - direct).max() < 1e-6
+
+    # a later model (same references, warm cache): one pass per pair, the outputs'
+    count_backbone["images"] = 0
+    again = evaluate(proto, "identity", {}, store=store, progress=False, force=True)
+    assert count_backbone["images"] == n
+    _, ref2, out2 = store.features(again.run_id, "alexnet-pooled")
+    assert (
+        np.array_equal(np.asarray(ref2), np.asarray(ref)) and np.abs(np.asarray(out2) - direct).max() < 1e-6
+    )
+
+
+def test_no_groups_no_gpi_features(tmp_path, shared_weights, count_backbone):
+    proto = _demo_variant(tmp_path, group_by=[])
+    assert proto.audit.gpi_features == ["alexnet-pooled"]
+    store = Store(tmp_path / "results")
+    result = evaluate(proto, "identity", {}, store=store, progress=False)
+    assert result.meta["features"] == []
+    assert count_backbone["images"] == 2 * result.meta["n_samples"]
+    assert store.feature_names(result.run_id) == []
