@@ -11,7 +11,7 @@ SHARED ?= $(abspath ../shared)
 PIP := $(VENV)/bin/pip
 export CALS_BENCH_WEIGHTS ?= $(if $(wildcard $(SHARED)/weights),$(SHARED)/weights,)
 
-.PHONY: setup setup-test demo test lint browser clean
+.PHONY: setup setup-test demo test lint browser sandbox clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,17 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: browser tests will be skipped"; }
 
+# bubblewrap for the submission sandbox (`cals-bench submit`); its tests skip where it cannot run.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) || \
+	  echo "bubblewrap not installed: submissions need --trusted and sandbox tests will be skipped"; }
+
 # The main job: the built-in demo protocol, offline, with the identity model.
 demo: setup
 	$(VENV)/bin/cals-bench run
 
-test: setup-test browser
+test: setup-test browser sandbox
 	$(VENV)/bin/ruff check cals_bench baselines reference_models tests benchmarks
 	$(VENV)/bin/python -m pytest -q
 
