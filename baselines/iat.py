@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cals_bench.enhancer import VariantEnhancer, register_enhancer
+from cals_bench.published import Published
 
 
 class _AffineChannelNorm(nn.Module):
@@ -230,6 +231,29 @@ class IAT(VariantEnhancer):
         "Enhancement and Exposure Correction, BMVC 2022"
     )
     licence = "Apache-2.0"
+    published = {
+        "lol-v1": [
+            Published(
+                kind="readme",
+                source="IAT README (cuiziteng/Illumination-Adaptive-Transformer), LOL-v1 table",
+                scores={"psnr": 23.38, "ssim": 0.809},
+                args={"variant": "lol_v1"},
+                note="the README's SSIM is IQA_pytorch's, not the suite's SSIM",
+            ),
+            Published(
+                kind="upstream-code",
+                source="official evaluation_lol_v1.py re-run on CPU, its PNGs scored by the suite (tests/test_baselines_iat.py)",
+                scores={"psnr": 23.381, "ssim": 0.8081},
+                args={"variant": "lol_v1"},
+            ),
+            Published(
+                kind="upstream-code",
+                source="official evaluation_lol_v2.py procedure re-run on CPU, its PNGs scored by the suite (tests/test_baselines_iat.py)",
+                scores={"psnr": 18.427, "ssim": 0.766},
+                args={"variant": "lol"},
+            ),
+        ]
+    }
     variants = ("lol_v1", "lol", "exposure")
     default_variant = "lol_v1"
     pad_multiple = 1

@@ -12,6 +12,7 @@ from torch import nn
 
 from cals_bench.enhancer import Enhancer, register_enhancer
 from cals_bench.errors import CalsBenchError
+from cals_bench.published import Published
 
 
 def _five_conv_stack(out_channels: int, width: int = 64) -> nn.Sequential:
@@ -79,6 +80,17 @@ class PairLIE(Enhancer):
     summary = "PairLIE (CVPR 2023): denoise, Retinex-decompose, out = L**0.14 * R (LOL exponent)"
     paper = "Fu et al., Learning a Simple Low-light Image Enhancer from Paired Low-light Instances, CVPR 2023"
     licence = "none stated upstream"
+    published = {
+        "lol-v1": [
+            Published(
+                kind="upstream-code",
+                source="official eval.py (exponent 0.14) re-run on CPU, its PNGs scored by the suite (tests/test_baselines_pairlie.py)",
+                scores={"psnr": 19.514, "ssim": 0.7359},
+                args={"l_exponent": 0.14},
+                note="upstream truncates to 8 bit where the suite rounds",
+            ),
+        ]
+    }
     pad_multiple = 1
 
     def __init__(self, *, l_exponent: float = 0.14) -> None:

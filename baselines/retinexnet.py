@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cals_bench.enhancer import Enhancer, register_enhancer
+from cals_bench.published import Published
 
 
 def _conv(cin: int, cout: int, k: int = 3, *, stride: int = 1, padding: int = 1) -> nn.Conv2d:
@@ -94,6 +95,16 @@ class RetinexNet(Enhancer):
     summary = "RetinexNet (BMVC 2018), PyTorch port weights: Retinex decomposition + relighting net"
     paper = "Wei et al., Deep Retinex Decomposition for Low-Light Enhancement, BMVC 2018 (PyTorch port)"
     licence = "none stated upstream"
+    published = {
+        "lol-v1": [
+            Published(
+                kind="upstream-code",
+                source="the PyTorch port's predict.py re-run on CPU, its uint8 output kept lossless and scored by the suite (tests/test_baselines_retinexnet.py)",
+                scores={"psnr": 17.61, "ssim": 0.6479},
+                note="upstream truncates to 8 bit where the suite rounds; the port itself saves a JPEG (quality 75), which scores 17.558 dB / 0.6506",
+            ),
+        ]
+    }
     pad_multiple = 1
 
     def __init__(self) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from baselines.zero_dce import ZeroDCEPlusPlusNet, pad_to_multiple
 from cals_bench.enhancer import Enhancer, register_enhancer
+from cals_bench.published import Published
 
 
 @register_enhancer("sgz")
@@ -41,6 +42,16 @@ class SGZ(Enhancer):
         "WACV 2022 workshops"
     )
     licence = "MIT (ShenZheng2000/Semantic-Guided-Low-Light-Image-Enhancement)"
+    published = {
+        "lol-v1": [
+            Published(
+                kind="upstream-code",
+                source="official test.py re-run on CPU, its PNGs scored by the suite (tests/test_baselines_sgz.py)",
+                scores={"psnr": 16.0406, "ssim": 0.5708},
+                note="upstream crops 600x400 to 600x396 and scores that region; the suite pads and scores the full image",
+            ),
+        ]
+    }
     pad_multiple = 12
 
     def __init__(self) -> None:

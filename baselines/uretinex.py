@@ -18,6 +18,7 @@ from torch import nn
 
 from cals_bench.enhancer import VariantEnhancer, register_enhancer
 from cals_bench.errors import CalsBenchError, WeightsError
+from cals_bench.published import Published
 
 _LEAK = 0.2
 
@@ -235,6 +236,30 @@ class URetinexNet(VariantEnhancer):
         "CVPR 2022"
     )
     licence = "MIT"
+    published = {
+        "lol-v1": [
+            Published(
+                kind="paper",
+                source="Wu et al., URetinex-Net, CVPR 2022, LOL table (evaluate.py, GT-guided ratio)",
+                scores={"psnr": 21.33},
+                args={"variant": "gt_guided"},
+            ),
+            Published(
+                kind="upstream-code",
+                source="official evaluate.py re-run on CPU, its PNGs scored by the suite (tests/test_baselines_uretinex.py)",
+                scores={"psnr": 21.328, "ssim": 0.8341},
+                args={"variant": "gt_guided"},
+                note="upstream truncates to 8 bit where the suite rounds",
+            ),
+            Published(
+                kind="upstream-code",
+                source="official test.py --ratio 5 re-run on CPU, its PNGs scored by the suite (tests/test_baselines_uretinex.py)",
+                scores={"psnr": 19.842, "ssim": 0.8259},
+                args={"variant": "blind", "ratio": 5.0},
+                note="upstream truncates to 8 bit where the suite rounds",
+            ),
+        ]
+    }
     variants = ("blind", "gt_guided")
     ground_truth_variants = ("gt_guided",)
     default_variant = "blind"

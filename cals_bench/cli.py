@@ -134,6 +134,7 @@ def run(
         if as_json:
             payload = result.to_json()
             payload["report"] = str(report_path) if report_path else None
+            payload["audit"] = _audit_json(store, result)
             outputs.append(payload)
         else:
             click.echo(format_summary(result))
@@ -163,6 +164,16 @@ def _audit_after_run(store, result) -> str | None:
     audit, _notes = load_audit(store, result.run_id)
     spec = result.meta["protocol"]["spec"].get("audit", {})
     return audit.to_text() if spec.get("group_by") else None
+
+
+def _audit_json(store, result) -> dict:
+    """The audit headline (gpi_sum, gpi_gap, p, worst group) for ``run --json``."""
+    from cals_bench.audit_headline import audit_headline
+    from cals_bench.audits import load_audit
+
+    audit, _notes = load_audit(store, result.run_id)
+    order = [c for m in result.meta.get("metrics") or [] for c in (m.get("columns") or {})]
+    return audit_headline(audit, order)
 
 
 def _expand_models(model: str) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import shlex
 import subprocess
@@ -97,7 +98,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         pkgs["cals-bench"] = importlib_metadata.version("cals-bench")
     except importlib_metadata.PackageNotFoundError:
         pkgs["cals-bench"] = None
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model_name()
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -105,8 +106,22 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "device_name": dev_name,
         "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        # 1-minute load average when the run started: model times on a busy machine include waiting
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "git_revision": git_revision(),
     }
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else ``platform.processor()``, else ``cpu``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip() or "cpu"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def git_revision() -> str | None:

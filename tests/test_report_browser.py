@@ -315,8 +315,13 @@ def test_leaderboard_loads_sorts_and_links(demo_reports, browser):
     )
     assert res.exit_code == 0, res.output
     page = Path(res.output.strip().splitlines()[-1])
-    check_page(browser, page, expect_images=False)
+    check_page(browser, page)  # the trade-off plots are images; check_page checks that they decode
     browser.screenshot(ARTIFACTS / "report-leaderboard-demo.png")
+    # At 1280 px (the screenshot's width) the table fits without a horizontal scroll bar.
+    wrap = browser.js(
+        "[...document.querySelectorAll('.table-wrap')].map(w => [w.scrollWidth, w.clientWidth])"
+    )
+    assert all(sw <= cw for sw, cw in wrap), wrap
     links = browser.js(
         "[...document.querySelectorAll('#leaderboard tbody a')].map(a => a.getAttribute('href'))"
     )
@@ -335,6 +340,31 @@ def test_leaderboard_loads_sorts_and_links(demo_reports, browser):
         for metric, s in meta["summary"].items():
             text, exact = row["cells"][col[metric]]
             assert exact == repr(s["mean"]) and text.startswith(fmt_value(s["mean"], metric=metric))
+    # Parameters and time per megapixel: from the run record and the per-sample rows, recomputed here.
+    from cals_bench.report.model_columns import fmt_parameters
+
+    cols = {
+        c: i
+        for i, c in enumerate(
+            browser.js(
+                "[...document.querySelectorAll('#leaderboard thead th')].map(th => th.getAttribute('data-col'))"
+            )
+        )
+        if c
+    }
+    assert {"params", "speed"} <= set(cols)
+    for row in rows:
+        meta = metas[row["key"]]
+        assert row["cells"][cols["params"]][0] == fmt_parameters(meta["model"]["parameters"])
+        samples = store.samples(meta["run_id"])
+        rate = samples["time_ms"] / (samples["height"] * samples["width"] / 1e6)
+        assert float(row["cells"][cols["speed"]][1]) == float(rate.median())
+    # The trade-off plots: quality vs speed, and (the demo has groups and a GPI) quality vs disparity.
+    plots = browser.js(
+        "[...document.querySelectorAll('#tradeoffs img')].map(i => [i.getAttribute('src'), i.naturalWidth])"
+    )
+    assert [Path(src).name for src, _ in plots] == ["quality-vs-speed.png", "quality-vs-disparity.png"]
+    assert all(w > 300 for _, w in plots)
     # Default order: PSNR, best first; a click on its header sorts ascending, a second click descending.
     psnr = col["psnr"]
     values = [float(r["cells"][psnr][1]) for r in rows]
@@ -365,3 +395,12 @@ def test_comparison_page_loads(demo_reports, browser):
         ".map(t => t.tBodies[0].rows[0].cells[0].textContent)"
     )
     assert first_rows and set(first_rows) == {"overall"}
+    # The overall row of every metric is tested and says how: scipy's exact signed-rank test at these n
+    # (8 pairs; 1 for identity similarity, which only the face sample has, flagged as low power).
+    rows = browser.js(
+        "[...document.querySelectorAll('table.compare-table')].map(t => [t.tBodies[0].rows[0].cells[2]"
+        ".textContent, t.tBodies[0].rows[0].lastElementChild.textContent])"
+    )
+    for pairs, note in rows:
+        assert f"Wilcoxon exact, n = {pairs} pairs" in note, note
+        assert ("low power" in note) == (int(pairs) < 2), note  # the demo's min_group_size is 2

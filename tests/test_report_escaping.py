@@ -5,7 +5,6 @@ LaTeX and CSV."""
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import re
@@ -145,10 +144,16 @@ def test_html_shows_names_as_text(rendered, kind):
 
 
 def _md_cells(line: str) -> list[str]:
-    """Cells of a Markdown table row, unescaped as CommonMark would render them (backslash escapes, then
-    entities)."""
+    """Cells of a Markdown table row, unescaped as CommonMark would render them (backslash escapes only: the
+    export writes no HTML entities)."""
     cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
-    return [html.unescape(re.sub(r"\\(.)", r"\1", c.strip())) for c in cells]
+    return [re.sub(r"\\(.)", r"\1", c.strip()) for c in cells]
+
+
+def _assert_plain_markdown(md: str) -> None:
+    """No HTML entity anywhere, and no ``<`` that could open a tag unless backslash-escaped."""
+    assert not re.search(r"&(lt|gt|amp|quot|#\d+);", md), "Markdown export wrote an HTML entity"
+    assert not re.search(r"(?<!\\)<[A-Za-z/!?]", md), "Markdown export holds a raw tag opener"
 
 
 _LATEX_BACK = {
@@ -184,7 +189,8 @@ def _latex_rows(tex: str) -> list[list[str]]:
 def test_markdown_latex_csv_leaderboard(rendered):
     folder = rendered["leaderboard"].parent
     md = (folder / "leaderboard.md").read_text()
-    assert "<" not in md and '"' not in md  # every tag character and quote is an entity
+    _assert_plain_markdown(md)
+    assert '{"note": ' in md  # quotes as typed (no &quot;): the export reads as plain text
     rows = [_md_cells(line) for line in md.splitlines() if line.startswith("| ") and "---" not in line]
     header, body = rows[0], rows[1:]
     assert all(len(r) == len(header) for r in body)
@@ -206,10 +212,10 @@ def test_markdown_latex_csv_leaderboard(rendered):
 def test_markdown_latex_csv_group_and_comparison_tables(rendered):
     folder = rendered["audit"].parent
     md = (folder / "groups.md").read_text()
-    assert "<" not in md
+    _assert_plain_markdown(md)
     groups = {_md_cells(line)[1] for line in md.splitlines() if line.startswith("| ")}
     assert GROUP in groups
-    assert MODEL_NAME in html.unescape(re.sub(r"\\(.)", r"\1", md))  # the caption names the model
+    assert MODEL_NAME in re.sub(r"\\(.)", r"\1", md)  # the caption names the model
     tex = (folder / "groups.tex").read_text()
     assert "<" not in tex and '"' not in tex
     assert GROUP in {_latex_text(r[1]) for r in _latex_rows(tex)}
@@ -219,7 +225,7 @@ def test_markdown_latex_csv_group_and_comparison_tables(rendered):
 
     cfolder = rendered["compare"].parent
     cmd = (cfolder / "compare.md").read_text()
-    assert "<" not in cmd
+    _assert_plain_markdown(cmd)
     assert GROUP in {c for line in cmd.splitlines() if line.startswith("| ") for c in _md_cells(line)}
     ctex = (cfolder / "compare.tex").read_text()
     assert "<" not in ctex and len({len(r) for r in _latex_rows(ctex)}) == 1

@@ -97,7 +97,9 @@ def render_comparison(
             f"resamples, seed {settings.seed}). p-values: paired bootstrap and two-sided Wilcoxon "
             f"signed-rank, each corrected with {settings.correction} over all rows of this page; significant "
             f"at alpha = {settings.alpha}. Groups with fewer than {settings.min_group_size} pairs are shown "
-            "but not tested."
+            "but not tested; the overall row (the whole set, the comparison papers make) is always tested: "
+            "the signed-rank test is exact up to 50 pairs without ties (the note names the method and n), "
+            f"and below {settings.min_group_size} pairs it is flagged as low power rather than hidden."
         ),
         defs=[
             (k, audits.DEFINITIONS[k])
@@ -173,6 +175,7 @@ def _blocks(table: pd.DataFrame, metrics: list[str], directions) -> list[dict[st
                     ),
                     "better": r["better"] or "-",
                     "note": r["note"] or "",
+                    "low_power": "low power" in str(r["note"] or ""),
                 }
             )
         hib = directions.get(metric)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from cals_bench import audits
 from cals_bench.errors import CalsBenchError
+from cals_bench.report import leaderboard_columns
 from cals_bench.report.formatting import (
     GT_MEAN_COLUMNS,
     arrow,
@@ -72,6 +73,8 @@ class Row:
     gpi: dict[str, Any] | None
     audit_page: Path | None = None  # the run's audit index.html, where rendered
     rank: int = 0
+    facts: Any = None  # report.model_columns.ModelFacts: parameters, speed, published figures
+    metric_gap: Any = None  # the primary metric's best - worst group gap (leaderboard_columns)
 
     @property
     def run_id(self) -> str:
@@ -83,7 +86,8 @@ class Row:
 
     @property
     def args(self) -> str:
-        return model_args_text(self.meta)
+        """The arguments that differ from the model's defaults (the full set is ``model_args_text``)."""
+        return leaderboard_columns.args_text(self)
 
 
 @dataclass
@@ -183,6 +187,7 @@ def build_leaderboard(
     columns = _columns(rows)
     primary = next((c.metric for c in columns if not c.gtmean and c.higher_is_better is not None), None)
     _rank(rows, columns, primary)
+    leaderboard_columns.attach(store, rows, protocol, [c.metric for c in columns], primary)
     if settings is not None and not settings.group_by:
         notes.append(f"{protocol} v{version} defines no groups, so there is no GPI (it compares groups)")
     elif settings is not None:
@@ -288,8 +293,9 @@ def text_table(lb: Leaderboard) -> TextTable:
     if has_gpi:
         headers += ["GPI sum \u2193", "GPI gap \u2193"]
         align += ["r", "r"]
-    headers += ["n", "Flags"]
-    align += ["r", "l"]
+    extra_headers, extra_align = leaderboard_columns.text_headers(lb)
+    headers += extra_headers + ["n", "Flags"]
+    align += extra_align + ["r", "l"]
     rows = []
     for r in lb.rows:
         row: list[Any] = [str(r.rank), r.model, r.args or "-"]
@@ -313,6 +319,7 @@ def text_table(lb: Leaderboard) -> TextTable:
                     "-",
                 ]
             )
+        row += leaderboard_columns.text_cells(lb, r)
         row.append(f"{r.n_scored}/{r.n_total}")
         row.append(", ".join(f.text for f in r.flags) or "-")
         rows.append(row)
@@ -328,6 +335,7 @@ def text_table(lb: Leaderboard) -> TextTable:
         )
     if has_gpi:
         notes.append("GPI: " + audits.DEFINITIONS["gpi_sum"] + " " + audits.DEFINITIONS["gpi_gap"])
+    notes += leaderboard_columns.text_notes(lb)
     notes += lb.notes
     caption = f"{lb.title} ({lb.name} v{lb.version}, protocol hash {', '.join(h[:12] for h in lb.hashes)})"
     return TextTable(headers=headers, rows=rows, align=align, caption=caption, notes=notes)
@@ -341,7 +349,7 @@ def frame(lb: Leaderboard) -> pd.DataFrame:
         row: dict[str, Any] = {
             "rank": r.rank,
             "model": r.model,
-            "model_args": r.args,
+            "model_args": model_args_text(r.meta),
             "model_spec": m.get("spec", ""),
             "run_id": r.run_id,
             "sanity": bool(m.get("sanity")),
@@ -376,6 +384,7 @@ def frame(lb: Leaderboard) -> pd.DataFrame:
             weights_sha256=json.dumps(m.get("weights") or {}, sort_keys=True),
             protocol_hash=r.meta["protocol"]["hash"],
         )
+        row.update(leaderboard_columns.frame_columns(lb, r))
         out.append(row)
     return pd.DataFrame(out)
 
@@ -433,7 +442,9 @@ def render_leaderboard(
     stem = path.with_suffix("")
     for ext, fmt in (("md", "markdown"), ("tex", "latex"), ("csv", "csv")):
         stem.with_name(f"{stem.name}.{ext}").write_text(leaderboard_text(lb, fmt), encoding="utf-8")
-    return render_page("leaderboard.html.j2", path, store.root, **_context(lb, stem.name, path.parent))
+    context = _context(lb, stem.name, path.parent)
+    context.update(leaderboard_columns.html_context(lb, path.parent, stem.name))
+    return render_page("leaderboard.html.j2", path, store.root, **context)
 
 
 def _context(lb: Leaderboard, stem: str, page_dir: Path) -> dict[str, Any]:
@@ -499,6 +510,7 @@ def _context(lb: Leaderboard, stem: str, page_dir: Path) -> dict[str, Any]:
                 ),
                 "n": f"{r.n_scored}/{r.n_total}",
                 "n_sort": str(r.n_scored),
+                "x": leaderboard_columns.html_row(lb, r),
                 "n_failed": r.n_failed,
             }
         )

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -289,7 +290,7 @@ def quality_tradeoff(
     )
     muted = df["muted"].astype(bool).to_numpy() if "muted" in df else np.zeros(len(df), dtype=bool)
     with matplotlib.rc_context(_RC):
-        fig, (ax,) = _grid(1, ncols=1, w=6.4, h=4.2)
+        fig, (ax,) = _grid(1, ncols=1, w=5.4, h=3.7)  # two side by side fit a 1280 px page
         for lo, hi, axis in (("x_lo", "x_hi", "x"), ("y_lo", "y_hi", "y")):
             if lo in df and hi in df:
                 for i, r in df.iterrows():
@@ -325,6 +326,10 @@ def quality_tradeoff(
             )
         if log_x:
             ax.set_xscale("log")
+            # mathtext is off (names are drawn as typed), so spell the log ticks as plain numbers
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(f"{x_label} ({'lower' if x_lower_is_better else 'higher'} is better)")
         ax.set_ylabel(f"{y_label} ({'higher' if y_higher_is_better else 'lower'} is better)")
         ax.grid(alpha=0.3)

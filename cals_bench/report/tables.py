@@ -53,15 +53,16 @@ class TextTable:
 # escaping
 
 # Inline Markdown syntax inside a table cell (a cell never starts a line, so list and heading markers are
-# inert); ``|`` would end the cell.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+# inert); ``|`` would end the cell. A ``<`` that could open an HTML tag, comment or autolink and an ``&``
+# that could start an entity are backslash-escaped too (CommonMark allows a backslash before any ASCII
+# punctuation); every other ``<``, ``>``, ``&`` and quote stays as typed.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~]|<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;))")
 
 
 def escape_markdown(text: str) -> str:
-    """Plain text for a Markdown table cell: HTML-significant characters as entities, Markdown
-    punctuation backslash-escaped, line breaks as spaces. Renders as the literal text in CommonMark/GFM."""
+    """Plain text for a Markdown table cell: Markdown and HTML punctuation backslash-escaped, line breaks as
+    spaces; no HTML entities, so the file reads as typed. Renders as the literal text in CommonMark/GFM."""
     text = str(text).replace("\r", " ").replace("\n", " ")
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
