@@ -375,6 +375,10 @@ def submit_code(
         raise
     except CalsBenchError as exc:
         raise fail(str(exc)) from None
+    except BaseException as exc:  # interrupted (Ctrl-C) or a bug: never leave the row "running"
+        _drop_partial_run(store, sub_id)
+        fail(f"interrupted: {type(exc).__name__}: {exc}")
+        raise
     finally:
         exit_info = worker.close()
         write_json_atomic(folder / "worker.json", exit_info)
@@ -439,10 +443,8 @@ def _drop_partial_run(store: Store, sub_id: int) -> None:
     runs = store.list_runs()
     for run_id in runs["run_id"]:
         meta = store.get_run(run_id)
-        if (meta.get("model") or {}).get("submission", {}).get("id") == sub_id and meta.get(
-            "status"
-        ) == "running":
-            store.delete_run(run_id)
+        if (meta.get("model") or {}).get("submission", {}).get("id") == sub_id:
+            store.delete_run(run_id)  # whatever its status: a failed submission leaves no run
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -512,6 +514,7 @@ def score_outputs(
             proto, model, {}, data_root=data_root, store=store, progress=progress, command=command
         )
     except CalsBenchError as exc:
+        _drop_partial_run(store, sub_id)
         subs.update(sub_id, event="failed", detail=str(exc), status="failed", reason=str(exc))
         raise SubmissionFailed(
             f"submission #{sub_id} ({display}) failed: {exc}", [], subs.get(sub_id)
@@ -524,10 +527,3 @@ def score_outputs(
         raise SubmissionFailed(f"submission #{sub_id} ({display}) failed: {reason}", [], subs.get(sub_id))
     subs.update(sub_id, event="scored", detail=result.run_id, status="scored", run_id=result.run_id)
     return Outcome(subs.get(sub_id), result)
-
-
-def describe_isolation(rec: dict[str, Any]) -> str:
-    iso = rec.get("isolation")
-    if isinstance(iso, dict):
-        return iso.get("level", "?")
-    return str(iso)

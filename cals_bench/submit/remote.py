@@ -39,6 +39,10 @@ class RemoteEnhancer(Enhancer):
             out = self.worker.enhance(x, torch.initial_seed())
         except WorkerError as exc:
             raise RuntimeError(exc.reason) from None
+        except BaseException:  # interrupted mid-message (e.g. the engine's own time limit): the pipe is
+            self.worker.dead = "the worker was stopped by the engine"  # out of step, so the worker ends
+            self.worker.kill()
+            raise
         return out.to(x.device)
 
     def metadata(self) -> dict[str, Any]:
