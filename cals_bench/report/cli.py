@@ -124,3 +124,8 @@ def compare(run_a, run_b, out, results, reports_dir):
 
 
 COMMANDS = (report, leaderboard, compare)
+
+# the fairness leaderboard lives beside its builder
+from cals_bench.report.fairness_board import fairness_board  # noqa: E402
+
+COMMANDS = (*COMMANDS, fairness_board)
