@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -331,7 +332,9 @@ def _load_from_file(path_text: str, attr: str) -> Any:
     path = Path(path_text)
     if not path.is_file():
         raise CalsBenchError(f"model file {path} does not exist")
-    mod_name = f"cals_bench_user_{abs(hash(str(path.resolve())))}"
+    # a name stable across processes (hash() of a str is salted per process): it is part of the run key,
+    # so a killed run of a model file resumes instead of starting a new run
+    mod_name = f"cals_bench_user_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     if spec is None or spec.loader is None:
         raise CalsBenchError(f"cannot import model file {path}")

@@ -175,6 +175,18 @@ def merge_mappings(
     return out
 
 
+def _refuse_aliases(text: str, loader: type, path: Path, error: type[Exception]) -> None:
+    """Refuse YAML aliases (``*name``) before anything is built: a few hundred bytes of nested aliases
+    expand to gigabytes when the spec is hashed or printed (a "billion laughs" file). Specs never need
+    them; ``include:`` is the way to share a block between files."""
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise error(
+                f"{path}: line {line}: YAML aliases (*{event.anchor}) are not allowed; write the value out"
+            )
+
+
 def read_yaml_mapping(
     path: Path,
     *,
@@ -192,11 +204,15 @@ def read_yaml_mapping(
     if path in _seen:
         raise error(f"{path}: include cycle")
     try:
-        data = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - SafeLoader or a subclass
+        text = path.read_text(encoding="utf-8")
+        _refuse_aliases(text, loader, path, error)
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader or a subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""
         raise error(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}); save the {what} as UTF-8") from exc
     except OSError as exc:
         raise error(f"{path}: cannot read {what}: {exc.strerror}") from exc
     if not isinstance(data, dict):

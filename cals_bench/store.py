@@ -177,12 +177,12 @@ class Store:
             ]
 
     @contextmanager
-    def run_lock(self, run_id: str):
-        """Hold the run's lock while scoring it; a second process gets a one-line error (the lock is released
-        when the holder exits, SIGKILL included, so a killed run resumes)."""
+    def run_lock(self, lock_name: str, run_id: str):
+        """Hold a lock (one per run key) while scoring; a second process gets a one-line error naming
+        ``run_id`` (the lock is released when the holder exits, SIGKILL included, so a killed run resumes)."""
         from cals_bench.locking import exclusive
 
-        with exclusive(self.root / "locks" / f"{run_id}.lock") as held:
+        with exclusive(self.root / "locks" / f"{lock_name}.lock") as held:
             if not held:
                 raise CalsBenchError(
                     f"run {run_id} is in progress in another process; wait for it to finish, then run the "
@@ -295,7 +295,10 @@ class Store:
         return meta
 
     def list_runs(self, protocol: str | None = None) -> pd.DataFrame:
-        sql = "SELECT run_id, protocol, protocol_version, model, model_args, status, created, n_samples FROM runs"
+        sql = (
+            "SELECT run_id, protocol, protocol_version, protocol_hash, model, model_args, status, created,"
+            " n_samples FROM runs"
+        )
         params: tuple = ()
         if protocol:
             sql += " WHERE protocol=?"

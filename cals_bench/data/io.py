@@ -2,12 +2,14 @@
 
 Conversion rules (documented in the README and applied to every dataset):
 - grey (L, I;16, I) images are replicated to three channels (X-rays, the demo's phantom);
-- 16-bit images are reduced to 8 bits by ``round(v * 255 / 65535)``, since every metric scores 8-bit data;
+- 16-bit images are reduced to 8 bits by ``round(v * 255 / 65535)``, since every metric scores 8-bit data
+  (16-bit RGB/RGBA PNGs, which Pillow would cut to their high byte, are decoded by OpenCV for this);
 - palette (P) images are expanded through their palette;
 - RGBA / LA images are accepted only when fully opaque (alpha dropped); any transparency is refused, since
   compositing onto a chosen background would invent content;
 - CMYK / YCbCr and other modes are converted by Pillow to RGB.
-A missing, unreadable or truncated file raises :class:`DataError` naming the file.
+A missing, unreadable or truncated file raises :class:`DataError` naming the file, as does an image above
+Pillow's decompression-bomb limit (its header is read, its pixels never decoded).
 """
 
 from __future__ import annotations
@@ -38,12 +40,64 @@ def read_rgb(path: str | Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if _is_png_rgb16(path):
+                    return _read_png_rgb16(path)
                 img.load()
                 return _to_rgb8(img, path)
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused, too many pixels for an image ({exc})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable or truncated image ({exc})") from exc
+
+
+def probe(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of an image from its header, after checking the file's structure (``verify``,
+    which reads chunks and checksums without decoding pixels). Raises :class:`DataError` naming the file
+    for a missing, unreadable or truncated file, or one above the decompression-bomb limit or
+    ``max_pixels``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                size = img.size
+                img.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused, too many pixels for an image ({exc})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable or truncated image ({exc})") from exc
+    if max_pixels and size[0] * size[1] > max_pixels:
+        raise DataError(
+            f"{path}: image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, above max_pixels {max_pixels}"
+        )
+    return size
+
+
+def _is_png_rgb16(path: Path) -> bool:
+    """True for a PNG with 16-bit RGB or RGBA samples (IHDR bit depth 16, colour type 2 or 6)."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return (
+        head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 6)
+    )
+
+
+def _read_png_rgb16(path: Path) -> np.ndarray:
+    import cv2
+
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise DataError(f"{path}: unreadable or truncated image (16-bit PNG)")
+    if arr.shape[2] == 4:
+        if int(arr[..., 3].min()) < 65535:
+            raise DataError(f"{path}: image has transparent pixels (alpha < 65535); save it without alpha")
+        arr = arr[..., :3]
+    rgb = arr[..., ::-1].astype(np.float64) * (255.0 / 65535.0)
+    return np.ascontiguousarray(np.clip(np.round(rgb), 0, 255).astype(np.uint8))
 
 
 def _to_rgb8(img: Image.Image, path: Path) -> np.ndarray:

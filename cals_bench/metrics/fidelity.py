@@ -2,7 +2,8 @@
 
 Conventions (ARCHITECTURE.md), fixed here and never per call:
 - images are scored after clamping to [0, 1] and rounding to 8 bits, on the 0..255 scale, RGB, no border crop;
-- PSNR = 10 log10(255^2 / MSE) over all pixels and channels (``inf`` for identical images);
+- PSNR = 10 log10(255^2 / MSE) over all pixels and channels, capped at 100 dB (``numbers.PSNR_CAP_DB``:
+  identical images score 100 dB, not ``inf``; the function ``peak_signal_noise_ratio`` itself is uncapped);
 - SSIM is the Wang et al. (2004) index with an 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03,
   population (not sample) covariances, computed per channel on the positions where the window fits
   (no padding) and averaged over positions and channels. This equals scikit-image's
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from scipy.ndimage import correlate1d
 
 from cals_bench.metrics.base import Metric, SampleContext, register_metric
+from cals_bench.numbers import PSNR_CAP_DB, cap_psnr
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -192,8 +194,12 @@ class PeakSignalNoiseRatio(Metric):
     summary = "peak signal-to-noise ratio, dB, RGB on the 8-bit grid, no border crop"
     columns = {"psnr": True}
 
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.options["cap_db"] = PSNR_CAP_DB  # recorded: runs scored before the cap have other run keys
+
     def score_batch(self, output, reference, contexts: list[SampleContext]):
-        return [{"psnr": v} for v in _values(peak_signal_noise_ratio(output, reference))]
+        return [{"psnr": cap_psnr(v)} for v in _values(peak_signal_noise_ratio(output, reference))]
 
 
 @register_metric
@@ -217,9 +223,13 @@ class PeakSignalNoiseRatioGTMean(Metric):
     columns = {"psnr_gtmean": True}
     diagnostic = True
 
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.options["cap_db"] = PSNR_CAP_DB
+
     def score_batch(self, output, reference, contexts: list[SampleContext]):
         scaled = gt_mean_scale(output, reference)
-        return [{"psnr_gtmean": v} for v in _values(_psnr_unrounded(scaled, reference))]
+        return [{"psnr_gtmean": cap_psnr(v)} for v in _values(_psnr_unrounded(scaled, reference))]
 
 
 @register_metric

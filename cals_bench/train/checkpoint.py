@@ -67,7 +67,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             raise CheckpointError(
                 f"{path}: holds objects other than tensors and plain values ({detail}); not loaded"
             ) from exc
-        raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({_first_line(exc)})") from exc
+        from cals_bench.safe_load import refusal_reason
+
+        raise CheckpointError(f"{path}: refused: {refusal_reason(exc)}") from exc
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({_first_line(exc)})") from exc
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
