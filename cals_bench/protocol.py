@@ -96,6 +96,20 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+    files: list[str] = added_field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # folders and files are named relative to the data root, and stay inside it
+        for key in ("low_dir", "high_dir", "clean_dir", "manifest", "train_low_dir", "train_high_dir"):
+            _inside_root(getattr(self, key), key)
+        for rel in self.checksums:
+            _inside_root(rel, f"checksums.{rel}")
+
+
+def _inside_root(rel: str, key: str) -> None:
+    path = Path(rel)
+    if rel and (path.is_absolute() or rel.startswith(("/", "\\")) or ".." in path.parts or ":" in rel):
+        raise ValueError(f"{key}: {rel!r} must be a relative path inside the data root (no '..', not absolute)")
 class PreprocessSpec:
     """Explicit resizing (never implicit): ``resize`` is ``[height, width]`` or null (native size)."""
 
@@ -149,6 +163,10 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if self.version < 1:
+    # seconds one batch may take in the model before it fails (None: the suite's default; 0: no limit)
+    batch_timeout_s: float | None = added_field(None)
+    # images above this many pixels fail their sample (None: the suite's default, cals_bench.limits)
+    max_pixels: int | None = added_field(None)
             raise ValueError("version must be >= 1")
         if not self.metrics:
             raise ValueError("metrics: at least one metric is required")
@@ -157,6 +175,16 @@ class Protocol:
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
+        if self.batch_timeout_s is not None and not self.batch_timeout_s >= 0:
+            raise ValueError("batch_timeout_s must be >= 0 (0: no limit)")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError("max_pixels must be >= 1")
+        unused = [m for m in self.metric_options if m not in self.all_metrics]
+        if unused:
+            raise ValueError(
+                f"metric_options.{unused[0]}: not a metric of this protocol (metrics and diagnostics: "
+                f"{', '.join(self.all_metrics)})"
+            )
 
     @property
     def hash(self) -> str:
@@ -195,8 +223,22 @@ def load_file(path: str | Path) -> Protocol:
 def load(name_or_path: str) -> Protocol:
     """A built-in protocol by name, or a protocol YAML by path."""
     p = Path(name_or_path)
+def _not_a_builtin(proto: Protocol, path: Path) -> Protocol:
+    """A protocol file may not take a built-in protocol's name unless it is that protocol (same hash):
+    a built-in name on a leaderboard stands for the built-in spec."""
+    builtin = available().get(proto.name)
+    if builtin is None or builtin.resolve() == path.resolve():
+        return proto
+    if load_file(builtin).hash != proto.hash:
+        raise ProtocolError(
+            f"{path}: name {proto.name!r} is a built-in protocol's; a protocol that differs from it "
+            "(here in its spec hash) needs a name of its own"
+        )
+    return proto
+
+
     if p.suffix in (".yaml", ".yml") and p.exists():
-        return load_file(p)
+        return _not_a_builtin(load_file(p), p)
     known = available()
     if name_or_path not in known:
         close = difflib.get_close_matches(name_or_path, list(known), n=3, cutoff=0.5)

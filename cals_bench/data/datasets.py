@@ -123,6 +123,8 @@ def resolve_root(protocol: Protocol, data_root: str | Path | None) -> Path | Non
         env = os.environ.get(ENV_DATA)
         if not env:
             raise DataError(
+        if base.exists() and not base.is_dir():
+            raise DataError(f"data root {base} is a file, not a folder ({protocol.name}: {layout_help(ds)})")
                 f"protocol {protocol.name} needs data: pass --data-root DIR or set {ENV_DATA} "
                 f"({layout_help(ds)})"
             )
