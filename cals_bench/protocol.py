@@ -93,11 +93,6 @@ class DatasetSpec:
     bands: dict[str, BandSpec] = added_field(default_factory=dict)
     split: SplitSpec | None = added_field(None)
     recursive: bool = added_field(False)
-
-
-@dataclass(frozen=True)
-    files: list[str] = added_field(default_factory=list)
-
     def __post_init__(self) -> None:
         # folders and files are named relative to the data root, and stay inside it
         for key in ("low_dir", "high_dir", "clean_dir", "manifest", "train_low_dir", "train_high_dir"):
@@ -110,6 +105,9 @@ def _inside_root(rel: str, key: str) -> None:
     path = Path(rel)
     if rel and (path.is_absolute() or rel.startswith(("/", "\\")) or ".." in path.parts or ":" in rel):
         raise ValueError(f"{key}: {rel!r} must be a relative path inside the data root (no '..', not absolute)")
+
+
+@dataclass(frozen=True)
 class PreprocessSpec:
     """Explicit resizing (never implicit): ``resize`` is ``[height, width]`` or null (native size)."""
 
@@ -160,21 +158,18 @@ class Protocol:
     batch_size: int = 4
     seed: int = 0
     changelog: dict[int, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.version < 1:
     # seconds one batch may take in the model before it fails (None: the suite's default; 0: no limit)
     batch_timeout_s: float | None = added_field(None)
     # images above this many pixels fail their sample (None: the suite's default, cals_bench.limits)
     max_pixels: int | None = added_field(None)
+
+    def __post_init__(self) -> None:
+        if self.version < 1:
             raise ValueError("version must be >= 1")
         if not self.metrics:
             raise ValueError("metrics: at least one metric is required")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
         if self.batch_timeout_s is not None and not self.batch_timeout_s >= 0:
             raise ValueError("batch_timeout_s must be >= 0 (0: no limit)")
         if self.max_pixels is not None and self.max_pixels < 1:
@@ -185,6 +180,9 @@ class Protocol:
                 f"metric_options.{unused[0]}: not a metric of this protocol (metrics and diagnostics: "
                 f"{', '.join(self.all_metrics)})"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
 
     @property
     def hash(self) -> str:
@@ -220,9 +218,6 @@ def load_file(path: str | Path) -> Protocol:
     return proto
 
 
-def load(name_or_path: str) -> Protocol:
-    """A built-in protocol by name, or a protocol YAML by path."""
-    p = Path(name_or_path)
 def _not_a_builtin(proto: Protocol, path: Path) -> Protocol:
     """A protocol file may not take a built-in protocol's name unless it is that protocol (same hash):
     a built-in name on a leaderboard stands for the built-in spec."""
@@ -237,6 +232,9 @@ def _not_a_builtin(proto: Protocol, path: Path) -> Protocol:
     return proto
 
 
+def load(name_or_path: str) -> Protocol:
+    """A built-in protocol by name, or a protocol YAML by path."""
+    p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.exists():
         return _not_a_builtin(load_file(p), p)
     known = available()

@@ -116,6 +116,8 @@ def resolve_root(protocol: Protocol, data_root: str | Path | None) -> Path | Non
     candidates: list[Path] = []
     if data_root:
         base = Path(data_root).expanduser()
+        if base.exists() and not base.is_dir():
+            raise DataError(f"data root {base} is a file, not a folder ({protocol.name}: {layout_help(ds)})")
         if not base.is_dir():
             raise DataError(f"data root {base} does not exist ({protocol.name}: {layout_help(ds)})")
         candidates = [base, *[base / n for n in ds.root_names]]
@@ -123,8 +125,6 @@ def resolve_root(protocol: Protocol, data_root: str | Path | None) -> Path | Non
         env = os.environ.get(ENV_DATA)
         if not env:
             raise DataError(
-        if base.exists() and not base.is_dir():
-            raise DataError(f"data root {base} is a file, not a folder ({protocol.name}: {layout_help(ds)})")
                 f"protocol {protocol.name} needs data: pass --data-root DIR or set {ENV_DATA} "
                 f"({layout_help(ds)})"
             )
