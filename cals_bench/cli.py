@@ -6,13 +6,14 @@ stderr naming the file or key and the problem, and a non-zero exit status.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import sys
 from pathlib import Path
 
 import click
 
+from cals_bench import numbers
 from cals_bench.cli_common import EXIT_SAMPLE_FAILURES, EXIT_USER_ERROR, CliGroup, results_option
 from cals_bench.errors import CalsBenchError
 
@@ -62,6 +63,13 @@ def main() -> None:
 @results_option
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available).")
 @click.option("--batch-size", type=int, default=None, help="Override the protocol's batch size.")
+@click.option(
+    "--batch-timeout",
+    type=float,
+    default=None,
+    help="Seconds one batch may take in the model before it fails (default: the protocol's batch_timeout_s, "
+    "else 1800; 0: no limit).",
+)
 @click.option("--force", is_flag=True, help="Discard a finished run with the same inputs and score again.")
 @click.option(
     "--with-gtmean",
@@ -82,6 +90,7 @@ def run(
     results,
     device,
     batch_size,
+    batch_timeout,
     force,
     with_gtmean,
     no_outputs,
@@ -100,36 +109,31 @@ def run(
     An interrupted run resumes when the same command is run again; a finished one is reused unless --force.
     """
     from cals_bench import protocol as protocol_mod
-    from cals_bench.engine import evaluate, format_summary
+    from cals_bench.engine import format_summary, pick_device
     from cals_bench.enhancer import parse_model_args
+    from cals_bench.streams import stdout_to_stderr
 
     proto = protocol_mod.load(protocol_name)
-    store = _store(results)
     args = parse_model_args(model_args)
+    # arguments are checked before the store is opened or anything is scored
+    if batch_size is not None and batch_size < 1:
+        raise CalsBenchError(f"--batch-size must be >= 1, got {batch_size}")
+    if batch_timeout is not None and not batch_timeout >= 0:
+        raise CalsBenchError(f"--batch-timeout must be >= 0 seconds (0: no limit), got {batch_timeout}")
+    pick_device(device)
+    store = _store(results)
     extra = ("psnr_gtmean", "ssim_gtmean") if with_gtmean else ()
     models = _expand_models(model)
     outputs = []
     exit_code = 0
     for spec in models:
-        result = evaluate(
-            proto,
-            spec,
-            args if len(models) == 1 else {},
-            data_root=data_root,
-            store=store,
-            device=device,
-            batch_size=batch_size,
-            force=force,
-            extra_metrics=extra,
-            save_outputs=not no_outputs,
-            progress=not quiet and not as_json,
-            command=sys.argv,
-        )
-        audit_text = _audit_after_run(store, result)
-        report_path = None
-        if not no_report:
-            report_path = _render_report(store, result.run_id)
-        if result.failures:
+        # under --json stdout holds the JSON alone: the model's prints (and anything else) go to stderr
+        with stdout_to_stderr() if as_json else contextlib.nullcontext():
+            result, audit_text, report_path = _run_one(
+                proto, spec, args if len(models) == 1 else {}, data_root, store, device, batch_size,
+                batch_timeout, force, extra, no_outputs, no_report, as_json, quiet,
+            )  # fmt: skip
+        if result.failures or result.metric_failures:
             exit_code = EXIT_SAMPLE_FAILURES
         if as_json:
             payload = result.to_json()
@@ -149,12 +153,41 @@ def run(
         click.echo("")
         click.echo(_leaderboard_text(store, proto.name))
     if as_json:
-        click.echo(
-            json.dumps(
-                _clean_nan(outputs[0] if len(outputs) == 1 else outputs), default=_json_safe, allow_nan=False
-            )
-        )
+        click.echo(numbers.dumps(outputs[0] if len(outputs) == 1 else outputs))
     sys.exit(exit_code)
+
+
+def _run_one(
+    proto, spec, args, data_root, store, device, batch_size, batch_timeout, force, extra, no_outputs,
+    no_report, as_json, quiet,
+):  # fmt: skip
+    """Score one model and audit it; (result, audit text or None, report path or None)."""
+    from cals_bench.engine import evaluate
+
+    result = evaluate(
+        proto,
+        spec,
+        args,
+        data_root=data_root,
+        store=store,
+        device=device,
+        batch_size=batch_size,
+        force=force,
+        extra_metrics=extra,
+        save_outputs=not no_outputs,
+        progress=not quiet and not as_json,
+        command=sys.argv,
+        batch_timeout=batch_timeout,
+    )
+    from cals_bench import sharding
+
+    if not sharding.is_rank0():  # under torchrun, rank 0 audits and reports the merged records
+        return result, None, None
+    audit_text = _audit_after_run(store, result)
+    report_path = None
+    if not no_report:
+        report_path = _render_report(store, result.run_id)
+    return result, audit_text, report_path
 
 
 def _audit_after_run(store, result) -> str | None:
@@ -189,13 +222,8 @@ def _json_safe(obj):
 
 
 def _clean_nan(obj):
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None if math.isnan(obj) else str(obj)
-    if isinstance(obj, dict):
-        return {k: _clean_nan(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean_nan(v) for v in obj]
-    return obj
+    """JSON-ready data by the suite's one rule for non-finite numbers (:mod:`cals_bench.numbers`)."""
+    return numbers.json_safe(obj)
 
 
 def _render_report(store, run_id):
@@ -411,6 +439,22 @@ def runs_show(run_ref, results, as_json):
     click.echo(f"command: {meta.get('command')}")
 
 
+@runs.command("rebuild")
+@results_option
+def runs_rebuild(results):
+    """Re-index the runs from their folders (after the index was lost or damaged).  Example: cals-bench runs rebuild
+
+    A damaged index is moved aside (index.sqlite.damaged-<time>) first. Scores and failures come back from
+    each finished run's run.json and records.parquet; GPI feature vectors do not (audits then use the 1-D GPI).
+    """
+    from cals_bench.store_rebuild import rebuild_index
+
+    added, moved = rebuild_index(results)
+    if moved:
+        click.echo(f"damaged index moved to {moved}", err=True)
+    click.echo(f"re-indexed {added} run(s)")
+
+
 @runs.command("export")
 @click.argument("run_ref")
 @click.option(
@@ -446,6 +490,7 @@ def data_check(protocol_name, data_root):
     proto = protocol_mod.load(protocol_name)
     root, samples = load_samples(proto, data_root)
     problems = [s.error for s in samples if s.error]
+    problems += _probe_images(proto, samples)
     problems += check_checksums(proto, root)
     expected = proto.dataset.expected_count
     if expected is not None and len(samples) != expected:
@@ -459,6 +504,29 @@ def data_check(protocol_name, data_root):
     if problems:
         sys.exit(EXIT_USER_ERROR)
     click.echo("ok")
+
+
+def _probe_images(proto, samples) -> list[str]:
+    """Problems found by opening every image's header (unreadable, truncated, too large, sizes differ)."""
+    from cals_bench.data.io import probe
+    from cals_bench.engine import DEFAULT_MAX_PIXELS
+    from cals_bench.errors import DataError
+
+    max_pixels = getattr(proto, "max_pixels", None) or DEFAULT_MAX_PIXELS
+    problems = []
+    for s in samples:
+        if s.error:
+            continue
+        sizes = {}
+        for path in dict.fromkeys(p for p in (s.low_path, s.high_path) if p is not None):
+            try:
+                sizes[path] = probe(path, max_pixels)
+            except DataError as exc:
+                problems.append(str(exc))
+        if len(sizes) == 2 and len(set(sizes.values())) == 2 and proto.preprocess.resize is None:
+            (a, sa), (b, sb) = sizes.items()
+            problems.append(f"{a} vs {b}: size mismatch {sa[0]}x{sa[1]} and {sb[0]}x{sb[1]}")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------------------

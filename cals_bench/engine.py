@@ -29,11 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cals_bench import limits, numbers, sharding
 from cals_bench.data.datasets import Sample, check_checksums, load_samples
 from cals_bench.data.io import to_tensor, to_uint8, write_png
 from cals_bench.enhancer import Enhancer, load_enhancer
 from cals_bench.errors import CalsBenchError, DataError, ModelOutputError, SampleError
-from cals_bench.metrics import Metric, SampleContext, build_metric, quantize
+from cals_bench.metrics import Metric, SampleContext, build_metric, noreference, quantize
 from cals_bench.protocol import Protocol
 from cals_bench.store import Store, slug
 
@@ -41,6 +42,9 @@ from cals_bench.store import Store, slug
 RANGE_TOLERANCE = 1e-3
 # A model that fails on this many batches in a row, with nothing scored, stops the run.
 MAX_LEADING_FAILURES = 3
+# Images above this many pixels fail their sample unless the protocol sets max_pixels (SSIM and LPIPS
+# of one 8000x8000 pair need tens of GiB; 4096x4096 fits every metric in a few GiB).
+DEFAULT_MAX_PIXELS = 4096 * 4096
 PACKAGES = (
     "torch",
     "numpy",
@@ -61,6 +65,7 @@ class RunResult:
     summary: dict[str, dict[str, float]]
     failures: list[tuple[str, str]] = field(default_factory=list)
     reused: bool = False
+    metric_failures: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +78,9 @@ class RunResult:
             "n_failed": len(self.failures),
             "failures": [{"sample_id": s, "error": e} for s, e in self.failures],
             "unavailable_metrics": self.meta.get("unavailable_metrics", {}),
+            "metric_failures": [
+                {"sample_id": s, "metric": m, "error": e} for s, m, e in self.metric_failures
+            ],
             "reused": self.reused,
             "status": self.meta.get("status"),
         }
@@ -80,9 +88,24 @@ class RunResult:
 
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
-        dev = torch.device(requested)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise CalsBenchError(f"device {requested!r} requested but CUDA is not available")
+        try:
+            dev = torch.device(requested)
+        except (RuntimeError, ValueError) as exc:
+            raise CalsBenchError(
+                f"device {requested!r} is not a device name (cpu, cuda, cuda:N, mps)"
+            ) from exc
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise CalsBenchError(f"device {requested!r} requested but CUDA is not available")
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise CalsBenchError(
+                    f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) (cuda:0...)"
+                )
+        elif dev.type == "mps":
+            if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+                raise CalsBenchError(f"device {requested!r} requested but MPS is not available")
+        elif dev.type != "cpu":
+            raise CalsBenchError(f"device {requested!r} cannot run models here (cpu, cuda, cuda:N, mps)")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -178,13 +201,21 @@ def _check_values(out: torch.Tensor, model: str) -> str | None:
     return None
 
 
-def _batches(samples: list[Sample], batch_size: int) -> Iterator[list[tuple[Sample, Any]]]:
+def _batches(
+    samples: list[Sample], batch_size: int, max_pixels: int | None = None
+) -> Iterator[list[tuple[Sample, Any]]]:
     """Load samples in order and group consecutive same-size ones; failed loads come as 1-item groups."""
     batch: list[tuple[Sample, Any]] = []
     shape = None
     for s in samples:
         try:
             pair = s.load()
+            h, w = pair[0].shape[:2]
+            if max_pixels and h * w > max_pixels:
+                where = s.low_path or s.high_path or s.sample_id
+                raise SampleError(
+                    f"{where}: image is {w}x{h} = {h * w} pixels, above the protocol's max_pixels {max_pixels}"
+                )
         except (SampleError, DataError) as exc:
             if batch:
                 yield batch
@@ -234,7 +265,8 @@ def build_metrics(protocol: Protocol, extra: tuple[str, ...] = ()) -> tuple[list
             )
             continue
         metric = build_metric(name, **protocol.metric_options.get(name, {}))
-        ok, reason = metric.available()
+        unusable = noreference.unusable_reason(protocol, metric)
+        ok, reason = (False, unusable) if unusable else metric.available()
         if ok:
             metrics.append(metric)
         else:
@@ -274,7 +306,7 @@ def summarise(
     out = {}
     for metric, values in by.items():
         arr = np.asarray(values, dtype=float)
-        finite = arr[~np.isnan(arr)]
+        finite = numbers.defined_values(arr)  # NaN and +-inf are undefined (cals_bench.numbers)
         out[metric] = {
             "mean": float(finite.mean()) if finite.size else float("nan"),
             "median": float(np.median(finite)) if finite.size else float("nan"),
@@ -300,8 +332,53 @@ def evaluate(
     save_outputs: bool = True,
     progress: bool = True,
     command: list[str] | None = None,
+    batch_timeout: float | None = None,
 ) -> RunResult:
-    """Score ``model`` on ``protocol``; resume an interrupted run with the same inputs; reuse a finished one."""
+    """Score ``model`` on ``protocol``; resume an interrupted run with the same inputs; reuse a finished one.
+
+    ``force`` scores again and replaces the finished run only once the new one has finished (until then the
+    old run, its records and outputs stay). ``batch_timeout`` (seconds, 0: none) overrides the protocol's
+    ``batch_timeout_s``. A model's ``sys.exit``/``os._exit`` fails its batch (:mod:`cals_bench.limits`).
+    """
+    if batch_size is not None and batch_size < 1:
+        raise CalsBenchError(f"--batch-size must be >= 1, got {batch_size}")
+    if batch_timeout is not None and not batch_timeout >= 0:
+        raise CalsBenchError(f"--batch-timeout must be >= 0 seconds (0: no limit), got {batch_timeout}")
+    pick_device(device)  # an invalid device is refused before anything is read or stored
+    with limits.exit_guard():
+        return _evaluate(
+            protocol,
+            model,
+            model_args,
+            data_root=data_root,
+            store=store,
+            device=device,
+            batch_size=batch_size,
+            force=force,
+            extra_metrics=extra_metrics,
+            save_outputs=save_outputs,
+            progress=progress,
+            command=command,
+            batch_timeout=batch_timeout,
+        )
+
+
+def _evaluate(
+    protocol: Protocol,
+    model: str | Enhancer,
+    model_args: dict[str, Any] | None,
+    *,
+    data_root: str | Path | None,
+    store: Store | None,
+    device: str | None,
+    batch_size: int | None,
+    force: bool,
+    extra_metrics: tuple[str, ...],
+    save_outputs: bool,
+    progress: bool,
+    command: list[str] | None,
+    batch_timeout: float | None,
+) -> RunResult:
     store = store or Store()
     root, samples = load_samples(protocol, data_root)
     problems = check_checksums(protocol, root)
@@ -311,15 +388,26 @@ def evaluate(
     if expected is not None and len(samples) != expected:
         raise DataError(f"{root}: found {len(samples)} samples, protocol {protocol.name} expects {expected}")
 
-    enhancer = model if isinstance(model, Enhancer) else load_enhancer(model, model_args)
+    if isinstance(model, Enhancer):
+        enhancer = model
+    else:
+        try:
+            with limits.model_code():
+                enhancer = load_enhancer(model, model_args)
+        except limits.ModelExit as exc:
+            raise CalsBenchError(f"model {model} {exc} while loading") from exc
     spec = model if isinstance(model, str) else enhancer.name
     metrics, unavailable = build_metrics(protocol, extra_metrics)
+    noreference.check_model(protocol, enhancer)
     extractors, unavailable_features = build_extractors(protocol)
     if extractors:  # one backbone pass per image: extractors reuse the metrics' features of a batch
         from cals_bench.features import share_backbones
 
         share_backbones(metrics, extractors)
     dev = pick_device(device)
+    shard = sharding.current()  # under torchrun: this rank's share of the samples (cals_bench.sharding)
+    if shard:
+        dev = shard.place(dev)
 
     from cals_bench.submit.naming import inprocess_provenance
 
@@ -331,11 +419,31 @@ def evaluate(
     )
     key = run_key(protocol, model_meta, metrics_meta, data_identity)
 
-    existing = store.find_by_key(key)
-    if existing and force:
-        store.delete_run(existing["run_id"])
-        existing = None
-    if existing and existing["status"] in ("finished", "finished-with-failures"):
+    base_id = f"{slug(protocol.name)}__{slug(enhancer.name)}__{key[:10]}"
+    lock = f"{base_id}-{key[10:26]}"
+    with store.run_lock(shard.lock_name(lock) if shard else lock, base_id):
+        return _evaluate_locked(
+            protocol, enhancer, metrics, extractors, unavailable, unavailable_features, dev, spec, samples, root,
+            store, key, base_id, model_meta, metrics_meta, force, batch_size, save_outputs, progress, command,
+            batch_timeout,
+        )  # fmt: skip
+
+
+def _evaluate_locked(
+    protocol, enhancer, metrics, extractors, unavailable, unavailable_features, dev, spec, samples, root,
+    store, key, base_id, model_meta, metrics_meta, force, batch_size, save_outputs, progress, command,
+    batch_timeout,
+) -> RunResult:  # fmt: skip
+    shard = sharding.current()
+    if shard:
+        shard.wait_for_rank0()  # rank 0 looks the run up and creates it first
+    runs = store.runs_with_key(key)
+    finished = [r for r, status in runs if status in ("finished", "finished-with-failures")]
+    unfinished = [r for r, status in runs if status not in ("finished", "finished-with-failures")]
+    if finished and not force:
+        if shard:
+            shard.rank0_ready()
+        existing = store.get_run(finished[0])
         return RunResult(
             existing["run_id"],
             store.run_dir(existing["run_id"]),
@@ -343,9 +451,19 @@ def evaluate(
             existing.get("summary", {}),
             [tuple(f) for f in existing.get("failures", [])],
             reused=True,
+            metric_failures=[tuple(f) for f in existing.get("metric_failures", [])],
         )
-
-    run_id = existing["run_id"] if existing else f"{slug(protocol.name)}__{slug(enhancer.name)}__{key[:10]}"
+    # --force: the finished run stays until its replacement has finished (then replace_run drops it)
+    replaces = finished[0] if finished else None
+    existing = store.get_run(unfinished[0]) if unfinished else None
+    if existing is None:
+        taken = {r for r, _ in runs}
+        run_id = base_id
+        n = 2
+        while run_id in taken:
+            run_id, n = f"{base_id}-{n}", n + 1
+    else:
+        run_id = existing["run_id"]
     meta: dict[str, Any] = existing or {
         "run_id": run_id,
         "run_key": key,
@@ -369,10 +487,19 @@ def evaluate(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sessions": [],
     }
+    if replaces:
+        meta["replaces"] = replaces
+    meta["batch_timeout_s"] = _batch_timeout(protocol, batch_timeout)
+    if shard:
+        shard.annotate(meta)
     run_dir = store.run_dir(run_id) if existing else store.create_run(run_id, key, meta)
+    if shard:
+        shard.rank0_ready()
 
     done = store.done_ids(run_id)
     pending = [s for s in samples if s.sample_id not in done]
+    if shard:
+        pending = shard.mine(samples, pending)
     enhancer.to(dev)
     for m in metrics:
         m.to(dev)
@@ -382,22 +509,39 @@ def evaluate(
         e.attach_cache(_feature_cache(store))
 
     session_start = time.time()
-    failures = _score(
-        protocol,
-        enhancer,
-        metrics,
-        extractors,
-        pending,
-        store,
-        run_id,
-        run_dir,
-        dev,
-        batch_size or protocol.batch_size,
-        save_outputs,
-        progress,
-        len(done),
-        len(samples),
-    )
+    try:
+        failures = _score(
+            protocol,
+            enhancer,
+            metrics,
+            extractors,
+            pending,
+            store,
+            run_id,
+            run_dir,
+            dev,
+            batch_size or protocol.batch_size,
+            save_outputs,
+            progress,
+            len(done),
+            len(samples),
+            meta,
+        )
+    except CalsBenchError as exc:  # the model failed every batch tried: the run is stopped, with the reason
+        meta["stopped_reason"] = str(exc)
+        meta["status"] = "stopped"
+        store.update_meta(run_id, meta, status="stopped")
+        if shard:
+            shard.finished(False, 0)
+        raise
+    if shard:  # every rank has scored its shard; rank 0 alone finalises from the merged records
+        all_ok, scored_all = shard.finished(True, len(pending) - len(failures))
+        if not all_ok:
+            raise CalsBenchError(
+                f"stopping: another rank of run {run_id} stopped (run the command again to resume)"
+            )
+        if shard.rank != 0:
+            return RunResult(run_id, run_dir, meta, {}, failures)
 
     scores_df = store.scores(run_id)
     directions = meta["metric_directions"]
@@ -413,6 +557,8 @@ def evaluate(
             "scored": len(pending) - len(failures),
         },
     ]
+    if shard:
+        meta["sessions"][-1].update(scored=scored_all, world_size=shard.world_size)
     ok_times = samples_df.loc[samples_df["status"] == "ok", "time_ms"].astype(float)
     meta["timing"] = {
         "model_ms_per_sample_mean": float(ok_times.mean()) if len(ok_times) else None,
@@ -422,12 +568,38 @@ def evaluate(
     meta["summary"] = summary
     meta["failures"] = all_failures
     meta["undefined_reasons"] = _undefined_reasons(samples_df)
-    status = "finished" if not all_failures else "finished-with-failures"
+    metric_failures = _metric_failures(samples_df)
+    meta["metric_failures"] = metric_failures
+    status = "finished" if not all_failures and not metric_failures else "finished-with-failures"
     meta["status"] = status
     meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     store.export(run_id, "parquet", run_dir / "records.parquet")
     store.update_meta(run_id, meta, status=status)
-    return RunResult(run_id, run_dir, meta, summary, all_failures)
+    if replaces:
+        store.replace_run(replaces, run_id)
+    return RunResult(run_id, run_dir, meta, summary, all_failures, metric_failures=metric_failures)
+
+
+def _batch_timeout(protocol: Protocol, override: float | None) -> float:
+    """Seconds one batch may take in the model: the CLI's value, else the protocol's, else the default."""
+    if override is not None:
+        return float(override)
+    value = getattr(protocol, "batch_timeout_s", None)
+    return float(limits.DEFAULT_BATCH_TIMEOUT_S if value is None else value)
+
+
+def _metric_failures(samples_df) -> list[tuple[str, str, str]]:
+    """(sample, metric column, reason) where a metric raised (recorded as "<metric> failed: ..."), as
+    opposed to a value that is undefined by definition (no face found)."""
+    out = []
+    for sid, notes in zip(samples_df.get("sample_id", []), samples_df.get("notes", [])):
+        for col, reason in (json.loads(notes) if notes else {}).items():
+            if isinstance(reason, str) and _METRIC_FAILED in reason:
+                out.append((sid, col, reason))
+    return out
+
+
+_METRIC_FAILED = " failed: "
 
 
 def _undefined_reasons(samples_df) -> dict[str, int]:
@@ -470,6 +642,7 @@ def _score(
     progress: bool,
     n_done: int,
     n_total: int,
+    meta: dict[str, Any] | None = None,
 ) -> list[tuple[str, str]]:
     from tqdm import tqdm
 
@@ -494,24 +667,45 @@ def _score(
         )
         bar.write(f"[cals-bench] {s.sample_id}: {error}", file=sys.stderr)
 
-    for group in _batches(pending, batch_size):
+    max_pixels = getattr(protocol, "max_pixels", None) or DEFAULT_MAX_PIXELS
+    timeout = float((meta or {}).get("batch_timeout_s") or 0.0)
+
+    def hard_timeout(batch: list[Sample]):
+        def stop(reason: str) -> None:  # runs in the watchdog thread; the main thread is stuck in C code
+            msg = f"model {enhancer.name} {reason}"
+            rows = [
+                {"sample_id": s.sample_id, "status": "failed", "error": msg, "attributes": s.attributes}
+                for s in batch
+            ]
+            store.write_batch(run_id, rows, [])
+            if meta is not None:
+                store.update_meta(
+                    run_id, {**meta, "stopped_reason": msg, "status": "stopped"}, status="stopped"
+                )
+            limits.hard_stop(f"stopping: {msg}; the run is marked stopped (rerun to resume)")
+
+        return stop
+
+    for group in _batches(pending, batch_size, max_pixels):
         if len(group) == 1 and isinstance(group[0][1], Exception):
             fail(group[0][0], str(group[0][1]))
             bar.update(1)
             continue
         batch = [s for s, _ in group]
         low = torch.stack([to_tensor(p[0]) for _, p in group]).to(dev)
-        high = torch.stack([to_tensor(p[1]) for _, p in group]).to(dev)
+        high = noreference.stack_references(group, dev)  # None: unpaired samples
         try:
             if hasattr(enhancer, "start_batch"):  # scored outputs (cals_bench.submit.outputs) need the ids
                 enhancer.start_batch([s.sample_id for s in batch])
-            out, ms = _run_model(enhancer, low, high, batch_seed(protocol.seed, batch[0].sample_id), dev)
-        except Exception as exc:  # noqa: BLE001 - a model that raises fails its samples, not the run
-            msg = (
-                exc.args[0]
-                if isinstance(exc, ModelOutputError)
-                else f"model {enhancer.name} raised {type(exc).__name__}: {exc}"
-            )
+            with limits.model_call(timeout, hard_timeout(batch)):
+                out, ms = _run_model(enhancer, low, high, batch_seed(protocol.seed, batch[0].sample_id), dev)
+        except (Exception, limits.ModelTimeout) as exc:  # noqa: BLE001 - a model that raises fails its samples
+            if isinstance(exc, ModelOutputError):
+                msg = exc.args[0]
+            elif isinstance(exc, (limits.ModelExit, limits.ModelTimeout)):
+                msg = f"model {enhancer.name} {exc}"
+            else:
+                msg = f"model {enhancer.name} raised {type(exc).__name__}: {exc}"
             for s in batch:
                 fail(s, msg)
             bar.update(len(batch))
@@ -533,7 +727,7 @@ def _score(
             continue
         idx = torch.tensor(good, device=dev)
         out_q = quantize(out.index_select(0, idx))
-        high_g = high.index_select(0, idx)
+        high_g = None if high is None else high.index_select(0, idx)
         low_g = low.index_select(0, idx)
         gsamples = [batch[i] for i in good]
         contexts = [
@@ -554,7 +748,14 @@ def _score(
 
 
 def output_name(sample_id: str) -> str:
-    return slug(sample_id.replace("/", "__"), max_len=120)
+    """The output file stem of a sample: injective. An id that the file-name rule keeps as it is (after
+    ``/`` -> ``__``, which must decode back) is its own name; any other gets ``~`` and a hash of the id,
+    and ``~`` never appears in a kept name."""
+    plain = sample_id.replace("/", "__")
+    name = slug(plain, max_len=120)
+    if name == plain and plain.replace("__", "/") == sample_id:
+        return name
+    return f"{slug(plain, max_len=100)}~{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}"
 
 
 def _run_model(enhancer: Enhancer, low: torch.Tensor, high: torch.Tensor, seed: int, dev: torch.device):
@@ -585,12 +786,14 @@ def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
     scores: list[tuple[str, str, float]] = []
     for metric in metrics:
         sel = [i for i in range(len(samples)) if face[i]] if metric.face else list(range(len(samples)))
-        if not sel:
+        if not sel or (high is None and metric.needs_reference):
             continue
         idx = torch.tensor(sel, device=out_q.device)
         try:
             values = metric.score_batch(
-                out_q.index_select(0, idx), high.index_select(0, idx), [contexts[i] for i in sel]
+                out_q.index_select(0, idx),
+                None if high is None else high.index_select(0, idx),
+                [contexts[i] for i in sel],
             )
             reasons = getattr(metric, "last_reasons", None) or [None] * len(sel)
         except Exception as exc:  # noqa: BLE001 - recorded as NaN with the reason, never a silent zero
@@ -599,8 +802,8 @@ def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
         for k, i in enumerate(sel):
             for col, v in values[k].items():
                 scores.append((samples[i].sample_id, col, float(v)))
-                if v != v and reasons[k]:
-                    rows[i]["notes"][col] = reasons[k]
+                if not numbers.is_defined(v):  # NaN/inf: undefined, with the reason (cals_bench.numbers)
+                    rows[i]["notes"][col] = reasons[k] or f"{col} is {float(v)} (not finite)"
     feats = []
     for ext in extractors:
         sel = (
@@ -608,7 +811,7 @@ def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
             if getattr(ext, "face", False)
             else list(range(len(samples)))
         )
-        if not sel:
+        if not sel or high is None:  # GPI compares reference and output features
             continue
         idx = torch.tensor(sel, device=out_q.device)
         ctx = [contexts[i] for i in sel]

@@ -19,7 +19,7 @@ import pandas as pd
 
 from cals_bench import audits
 from cals_bench.errors import CalsBenchError
-from cals_bench.report import leaderboard_columns
+from cals_bench.report import admission, leaderboard_columns
 from cals_bench.report.formatting import (
     GT_MEAN_COLUMNS,
     arrow,
@@ -72,7 +72,7 @@ class Row:
     n_failed: int
     gpi: dict[str, Any] | None
     audit_page: Path | None = None  # the run's audit index.html, where rendered
-    rank: int = 0
+    rank: int | None = 0  # None: not ranked (an incomplete run, see report.admission)
     facts: Any = None  # report.model_columns.ModelFacts: parameters, speed, published figures
     metric_gap: Any = None  # the primary metric's best - worst group gap (leaderboard_columns)
 
@@ -101,6 +101,7 @@ class Leaderboard:
     primary: str | None
     settings: Any
     notes: list[str] = field(default_factory=list)
+    board: str | None = None  # set on a board of runs that are not the built-in protocol's (admission)
 
 
 def _versions(store: Store, protocol: str) -> pd.DataFrame:
@@ -119,8 +120,12 @@ def build_leaderboard(
     *,
     root: str | Path | None = None,
     render_missing: bool = False,
+    protocol_hash: str | None = None,
 ) -> Leaderboard:
     """Collect the finished runs of ``protocol`` (``version``: default the newest stored) into a Leaderboard.
+
+    A built-in protocol's board admits only runs of its exact hash; ``protocol_hash`` (a prefix) shows the
+    board of another hash, labelled as such (:mod:`cals_bench.report.admission`).
 
     Audits come from each run's report folder cache (computed and cached when absent); with
     ``render_missing`` the audit page of every run that lacks one is rendered first, so every row links.
@@ -131,7 +136,7 @@ def build_leaderboard(
     if runs.empty:
         raise CalsBenchError(f"no stored runs of {protocol} v{version} in {store.root}")
     root_path = reports_root(root)
-    notes: list[str] = []
+    runs, notes, board = admission.select_runs(runs, protocol, version, protocol_hash)
     unfinished = runs[~runs["status"].isin(FINISHED)]
     if len(unfinished):
         notes.append(
@@ -143,7 +148,11 @@ def build_leaderboard(
     title = protocol
     settings = None
     for rec in runs[runs["status"].isin(FINISHED)].to_dict("records"):
-        meta = store.get_run(rec["run_id"])
+        try:
+            meta = store.get_run(rec["run_id"])
+        except CalsBenchError as exc:  # a damaged record: skipped, named, the board still renders
+            notes.append(f"run {rec['run_id']} left out: {exc}")
+            continue
         folder = run_folder(root_path, meta)
         index = folder / "index.html"
         if render_missing and not index.is_file():
@@ -187,6 +196,7 @@ def build_leaderboard(
     columns = _columns(rows)
     primary = next((c.metric for c in columns if not c.gtmean and c.higher_is_better is not None), None)
     _rank(rows, columns, primary)
+    notes += admission.unranked_notes(rows)
     leaderboard_columns.attach(store, rows, protocol, [c.metric for c in columns], primary)
     if settings is not None and not settings.group_by:
         notes.append(f"{protocol} v{version} defines no groups, so there is no GPI (it compares groups)")
@@ -197,7 +207,7 @@ def build_leaderboard(
                 f"{len(no_gpi)} run(s) have no GPI: neither stored feature sets nor the 1-D GPI metric "
                 f"({settings.gpi_metric}) were available (see each audit)"
             )
-    return Leaderboard(protocol, version, title, hashes, columns, rows, primary, settings, notes)
+    return Leaderboard(protocol, version, title, hashes, columns, rows, primary, settings, notes, board)
 
 
 def _cells(meta: dict[str, Any], groups: pd.DataFrame) -> dict[str, Cell]:
@@ -275,9 +285,16 @@ def _rank(rows: list[Row], columns: list[Column], primary: str | None) -> None:
             return (1, 0.0, r.model)
         return (0, -float(v) if hib else float(v), r.model)
 
-    rows.sort(key=key)
-    for i, r in enumerate(rows, 1):
-        r.rank = i
+    # complete runs first, ranked; incomplete ones after them, unranked and flagged (report.admission)
+    rows.sort(key=lambda r: (not admission.is_complete(r), key(r)))
+    rank = 0
+    for r in rows:
+        if admission.is_complete(r):
+            rank += 1
+            r.rank = rank
+        else:
+            r.rank = None
+            r.flags.append(admission.incomplete_flag(r))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -298,7 +315,7 @@ def text_table(lb: Leaderboard) -> TextTable:
     align += extra_align + ["r", "l"]
     rows = []
     for r in lb.rows:
-        row: list[Any] = [str(r.rank), r.model, r.args or "-"]
+        row: list[Any] = [admission.rank_text(r), r.model, r.args or "-"]
         for c in lb.columns:
             cell = r.cells.get(c.metric)
             if cell is None:
@@ -338,6 +355,8 @@ def text_table(lb: Leaderboard) -> TextTable:
     notes += leaderboard_columns.text_notes(lb)
     notes += lb.notes
     caption = f"{lb.title} ({lb.name} v{lb.version}, protocol hash {', '.join(h[:12] for h in lb.hashes)})"
+    if lb.board:
+        caption = f"{caption}. NOT the built-in protocol: {lb.board}"
     return TextTable(headers=headers, rows=rows, align=align, caption=caption, notes=notes)
 
 
@@ -482,7 +501,7 @@ def _context(lb: Leaderboard, stem: str, page_dir: Path) -> dict[str, Any]:
         g = r.gpi
         rows.append(
             {
-                "rank": r.rank,
+                "rank": admission.rank_text(r),
                 "run_id": r.run_id,
                 "model": r.model,
                 "args": r.args,
