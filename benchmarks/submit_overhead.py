@@ -2,7 +2,9 @@
 scored with the in-process `identity` and with a submitted identity wrapper (a file, run in the bubblewrap
 worker), in the same Python process, each repeat on a fresh results store (nothing reused or cached).
 
-Reported per repeat and as medians: in-process seconds; submitted seconds in total and split into worker
+Reported per repeat and as medians, on the wall clock and in CPU seconds (this process plus every worker
+process it waited for, ``RUSAGE_CHILDREN``; steadier than the wall clock on a busy shared machine):
+in-process seconds; submitted seconds in total and split into worker
 start (process + sandbox + torch import + model load), validation probes, and scoring (the engine loop with
 every batch sent to the worker and back). Overhead = submitted / in-process - 1, for the total and for the
 scoring part alone. Target (issue 14): < 15% on CPU.
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from _common import SHARED, add_common_args, apply_common
@@ -76,12 +80,17 @@ def main() -> int:
 
     # warm-up: metric modules, LPIPS weights and the data in the page cache, for both paths alike
     evaluate(proto, "identity", data_root=args.data_root, store=Store(tmp / "warm"), progress=False)
+
+    def cpu() -> float:
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + kids.ru_utime + kids.ru_stime
+
     rows = []
     for i in range(args.repeats):
-        t0 = clock()
+        c0, t0 = cpu(), clock()
         a = evaluate(proto, "identity", data_root=args.data_root, store=Store(tmp / f"in{i}"), progress=False)
-        t_in = clock() - t0
-        t0 = clock()
+        t_in, c_in = clock() - t0, cpu() - c0
+        c0, t0 = cpu(), clock()
         out = flow.submit_code(
             "lol-v1",
             spec,
@@ -91,7 +100,7 @@ def main() -> int:
             name="identity-wrapper",
             progress=False,
         )
-        t_sub = clock() - t0
+        t_sub, c_sub = clock() - t0, cpu() - c0
         b = out.result
         assert a.summary["psnr"]["mean"] == b.summary["psnr"]["mean"], (
             "submitted identity must score the same"
@@ -102,12 +111,15 @@ def main() -> int:
             "worker_start_s": phases["worker_start"],
             "validation_s": phases["validation"],
             "scoring_s": phases["scoring"],
+            "in_process_cpu_s": c_in,
+            "submitted_cpu_s": c_sub,
         }
         rows.append(row)
         print(json.dumps({k: round(v, 3) for k, v in row.items()}), file=sys.stderr)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     med["overhead_total"] = med["submitted_s"] / med["in_process_s"] - 1
     med["overhead_scoring"] = med["scoring_s"] / med["in_process_s"] - 1
+    med["overhead_cpu"] = med["submitted_cpu_s"] / med["in_process_cpu_s"] - 1
     print(
         f"isolation {iso.level}; threads {args.threads}; clock {args.clock}; {args.repeats} repeats (medians)"
     )
@@ -116,6 +128,10 @@ def main() -> int:
     print(f"  worker start           {med['worker_start_s']:.2f} s")
     print(f"  validation probes      {med['validation_s']:.2f} s")
     print(f"  scoring through worker {med['scoring_s']:.2f} s  (overhead {med['overhead_scoring']:+.1%})")
+    print(
+        f"CPU seconds: in-process {med['in_process_cpu_s']:.2f}, submitted {med['submitted_cpu_s']:.2f} "
+        f"(overhead {med['overhead_cpu']:+.1%})"
+    )
     if args.json:
         Path(args.json).write_text(
             json.dumps({"isolation": iso.to_dict(), "repeats": rows, "median": med}, indent=1)

@@ -14,9 +14,24 @@ from cals_bench.submit.sandbox import detect
 
 
 def need_bwrap() -> None:
-    iso = detect()
-    if not iso.isolated:
-        pytest.skip(f"needs a working bubblewrap sandbox: {iso.detail}")
+    need_level("bwrap")
+
+
+def need_level(level: str) -> None:
+    """Skip unless the sandbox ``level`` (bwrap, landlock) can run here."""
+    import os
+
+    saved = os.environ.get("CALS_BENCH_SANDBOX")
+    os.environ["CALS_BENCH_SANDBOX"] = level
+    try:
+        iso = detect()
+    finally:
+        if saved is None:
+            os.environ.pop("CALS_BENCH_SANDBOX")
+        else:
+            os.environ["CALS_BENCH_SANDBOX"] = saved
+    if iso.level != level:
+        pytest.skip(f"needs a working {level} sandbox: {iso.detail}")
 
 
 def tiny_world(root: Path, n: int = 3) -> tuple[Path, Path, Path]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from submit_helpers import identity_scores, need_bwrap, snapshot, tiny_world, write
+from submit_helpers import identity_scores, need_level, snapshot, tiny_world, write
 
 from cals_bench import protocol as protocol_mod
 from cals_bench.engine import evaluate
@@ -31,8 +31,9 @@ def say(*a):
 class Cheater(Enhancer):
     name = "iat"                                   # cheat: pass for the registered IAT
 
-    def __init__(self):
+    def __init__(self, outside=""):
         super().__init__()
+        self.outside = outside
         self.weights_used["llie/iat-lol"] = FAKE_IAT_SHA   # cheat: report IAT's weight hash
         try:                                       # cheat: patch the suite's metric code
             import cals_bench.metrics.fidelity as fid
@@ -62,7 +63,11 @@ class Cheater(Enhancer):
 
     def _argv_reference(self):
         texts = [" ".join(sys.argv)]
-        for pid in os.listdir("/proc"):
+        try:
+            pids = os.listdir("/proc")
+        except OSError:
+            pids = []
+        for pid in pids:
             if pid.isdigit():
                 try:
                     texts.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode())
@@ -101,6 +106,12 @@ class Cheater(Enhancer):
             con = sqlite3.connect(db)
             con.execute("UPDATE scores SET value = 99.0")
             con.commit()
+        try:                                       # write outside its folder
+            with open(self.outside, "w") as fh:
+                fh.write("escaped")
+            say("write: outside succeeded")
+        except OSError as exc:
+            say("write: outside refused", type(exc).__name__)
         time.sleep(0.3)                            # real time the frozen clock would hide
         if stack:
             return stack[0]
@@ -108,19 +119,28 @@ class Cheater(Enhancer):
 '''
 
 
-@pytest.fixture(scope="module")
-def cheated(tmp_path_factory):
-    need_bwrap()
-    root = tmp_path_factory.mktemp("cheats")
+@pytest.fixture(scope="module", params=["bwrap", "landlock"])
+def cheated(request, tmp_path_factory):
+    need_level(request.param)
+    root = tmp_path_factory.mktemp(f"cheats-{request.param}")
     data, proto_path, results = tiny_world(root)
     store = Store(results)
     proto = protocol_mod.load(str(proto_path))
     other = evaluate(proto, "identity", data_root=data, store=store, progress=False)
     before = snapshot(results)
     model = write(root / "entry" / "cheater.py", CHEATER)
-    outcome = submit_code(
-        str(proto_path), f"{model}:Cheater", {}, store=store, data_root=data, progress=False
-    )
+    outside = root / "outside.txt"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CALS_BENCH_SANDBOX", request.param)
+        outcome = submit_code(
+            str(proto_path),
+            f"{model}:Cheater",
+            {"outside": str(outside)},
+            store=store,
+            data_root=data,
+            progress=False,
+        )
+    assert outcome.record["isolation"]["level"] == request.param
     log = (store.root / "submissions" / str(outcome.record["id"]) / "stdout.txt").read_text()
     return {
         "data": data,
@@ -131,6 +151,7 @@ def cheated(tmp_path_factory):
         "outcome": outcome,
         "log": log,
         "model": model,
+        "outside": outside,
     }
 
 
@@ -221,3 +242,8 @@ def test_inprocess_run_of_the_same_file_is_labelled(tmp_path):
     assert m["weights_reported"] == {"llie/iat-lol": "f" * 64}
     assert [f.text for f in run_flags(res.meta) if f.text == "unisolated code"] == ["unisolated code"]
     assert json.loads(json.dumps(m))  # the record stays JSON
+
+
+def test_writes_outside_its_folder_are_refused(cheated):
+    assert "CHEAT write: outside refused" in cheated["log"]
+    assert not cheated["outside"].exists()

@@ -197,7 +197,7 @@ def _check_binds(plan: Plan, protected: dict[str, Path | None]) -> None:
 
 def _worker(plan: Plan, args: dict[str, Any], folder: Path, isolation: Isolation, limits: Limits) -> Worker:
     spec, paths, env = plan.inner_spec, list(plan.sys_paths), dict(plan.env)
-    if not isolation.isolated:  # no mount namespace: the worker sees the files where they are
+    if isolation.level != "bwrap":  # no mount namespace: the worker sees the files where they are
         import os
 
         for b in plan.binds:

@@ -8,7 +8,11 @@ Isolation levels (recorded on every run and submission):
   the suite's own packages, the submission's folder and the weight files passed to it, plus a writable
   scratch folder; the data root, the results store, the reports and the weights cache do not exist in it.
   No network (a fresh network namespace has only a loopback that is down).
-- ``process``: bwrap is missing or cannot create namespaces here. The model still runs in its own process
+- ``landlock``: bwrap cannot run here but the kernel has Landlock (:mod:`cals_bench.submit.landlock`): the
+  worker confines itself before importing submitted code to reading the same paths as above (and its own
+  /proc entry), writing its scratch folder only, no TCP, no signals or ptrace outside itself. Not covered:
+  UDP, existing unix sockets, the machine's process list (names only; /proc of others is unreadable).
+- ``process``: neither works here. The model still runs in its own process
   and receives only the inputs, but it can read any file the user can. Such runs are refused for the shared
   results store unless ``--trusted`` is given, and are flagged on every table.
 
@@ -42,12 +46,12 @@ SUITE_PACKAGES = ("cals_bench", "baselines", "reference_models", "protocols")
 
 @dataclass(frozen=True)
 class Isolation:
-    level: str  # "bwrap" or "process"
+    level: str  # "bwrap", "landlock" or "process"
     detail: str
 
     @property
     def isolated(self) -> bool:
-        return self.level == "bwrap"
+        return self.level in ("bwrap", "landlock")
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "isolated": self.isolated, "detail": self.detail}
@@ -75,14 +79,36 @@ def _probe_bwrap() -> tuple[bool, str]:
     return True, exe
 
 
+LANDLOCK_DETAIL = (
+    "landlock ABI {abi}: reads only Python, the environment, the suite's code and the submission; writes "
+    "only its scratch folder; {net}; no data root, results store or weights cache in view"
+)
+
+
+def _landlock() -> Isolation | None:
+    from cals_bench.submit.landlock import abi_version
+
+    abi = abi_version()
+    if abi < 1:
+        return None
+    net = "no TCP (UDP not confined)" if abi >= 4 else "network NOT confined (Landlock ABI < 4)"
+    return Isolation("landlock", LANDLOCK_DETAIL.format(abi=abi, net=net))
+
+
 def detect() -> Isolation:
-    """The strongest isolation that works on this machine."""
-    if os.environ.get(ENV_SANDBOX, "").strip().lower() in {"none", "process", "off"}:
-        return Isolation("process", f"separate process only ({ENV_SANDBOX}=none)")
-    ok, text = _probe_bwrap()
+    """The strongest isolation that works here (``CALS_BENCH_SANDBOX=bwrap|landlock|none`` forces one)."""
+    forced = os.environ.get(ENV_SANDBOX, "").strip().lower()
+    if forced in {"none", "process", "off"}:
+        return Isolation("process", f"separate process only ({ENV_SANDBOX}={forced})")
+    ok, text = (False, f"{ENV_SANDBOX}={forced}") if forced == "landlock" else _probe_bwrap()
     if ok:
         return Isolation("bwrap", BWRAP_DETAIL)
-    return Isolation("process", f"separate process only: {text}")
+    if forced == "bwrap":
+        return Isolation("process", f"separate process only: {text}")
+    ll = _landlock()
+    if ll is not None:
+        return ll
+    return Isolation("process", f"separate process only: {text}; Landlock unavailable")
 
 
 def _base_args() -> list[str]:
@@ -203,7 +229,7 @@ class Worker:
     # -- life cycle -----------------------------------------------------------------------------------
     def command(self, rfd: int, wfd: int) -> list[str]:
         py = [sys.executable, "-I", "-m", "cals_bench.submit.worker", str(rfd), str(wfd)]
-        if not self.isolation.isolated:
+        if self.isolation.level != "bwrap":
             return py
         scratch = self.folder / "scratch"
         cmd = [shutil.which("bwrap") or "bwrap", *_base_args(), "--ro-bind", "/usr", "/usr"]
@@ -238,7 +264,7 @@ class Worker:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = self._env()
-        if not self.isolation.isolated:
+        if self.isolation.level != "bwrap":
             env = {**env, "HOME": str(scratch), "TMPDIR": str(scratch), "XDG_CACHE_HOME": str(scratch)}
         self.proc = subprocess.Popen(
             self.command(to_child_r, from_child_w),
@@ -267,9 +293,23 @@ class Worker:
                 "paths": self.sys_paths,
                 "threads": self.limits.threads,
                 "limits": {"memory_bytes": self.limits.memory_bytes, "file_bytes": self.limits.file_bytes},
+                "landlock": self._landlock_paths() if self.isolation.level == "landlock" else None,
             },
             timeout=30,
         )
+
+    def _landlock_paths(self) -> dict[str, list[str]]:
+        ro = [str(p) for p in code_paths()] + [str(b.source) for b in self.binds]
+        ro += [
+            "/usr",
+            "/lib",
+            "/lib64",
+            "/bin",
+            "/etc/ld.so.cache",
+            "/dev/urandom",
+            "/sys/devices/system/cpu",
+        ]
+        return {"ro": ro, "rw": [str(self.folder / "scratch"), "/dev/null"]}
 
     def _drain(self, stream: str) -> None:
         """Copy the worker's stdout/stderr into the folder up to the cap; past it, stop the worker."""

@@ -76,6 +76,11 @@ def main(argv: list[str]) -> int:
     _limit(resource.RLIMIT_AS, limits.get("memory_bytes"))
     _limit(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if hello.get("landlock"):  # the fallback sandbox: confine this process before any submitted code runs
+        from cals_bench.submit.landlock import restrict
+
+        paths = hello["landlock"]
+        restrict([*paths["ro"], f"/proc/{os.getpid()}"], paths["rw"])
     for path in reversed(hello.get("paths") or []):
         sys.path.insert(0, path)
 
