@@ -836,6 +836,9 @@ def format_summary(result: RunResult) -> str:
         lines.append(
             "FLAG: this model reads the ground truth at test time; not comparable with blind methods"
         )
+    flag = _code_flag(meta["model"])
+    if flag:
+        lines.append(flag)
     lines.append(f"{'metric':<14}{'mean':>10}{'median':>10}{'n':>6}  direction")
     for metric, s in result.summary.items():
         arrow = {True: "higher is better", False: "lower is better"}.get(s.get("higher_is_better"), "")
@@ -852,6 +855,17 @@ def format_summary(result: RunResult) -> str:
     if timing.get("model_ms_per_sample_mean") is not None:
         lines.append(f"model time {timing['model_ms_per_sample_mean']:.1f} ms/sample (mean)")
     return "\n".join(lines)
+
+
+def _code_flag(model: dict) -> str | None:
+    """The line a terminal summary shows for user code (cals_bench.submit): how it was run."""
+    sub = model.get("submission") or {}
+    if sub:
+        iso = "no code run" if sub.get("kind") == "outputs" else f"isolation {sub.get('isolation')}"
+        return f"submission #{sub.get('id')} ({sub.get('kind')}, {iso})"
+    if model.get("code") == "unisolated":
+        return "FLAG: unisolated code: user code ran in the scoring process (use `cals-bench submit` to isolate it)"
+    return None
 
 
 def _fmt(v: float) -> str:
