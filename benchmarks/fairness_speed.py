@@ -12,6 +12,9 @@ Sections (``--section``, default all):
 - ``power``: rejection rates at alpha = 0.05 over ``--reps`` seeds of the simulated enhancer that adds 30%
   more noise to one group (power) and of the unbiased one (false-positive rate), for every test family.
 - ``coverage``: coverage of 95% intervals (basic versus percentile) where the truth is known.
+- ``clusters``: clustered data (patients x images, a random patient effect): coverage of 95% intervals of a
+  mean and of a two-group difference, and the false-positive rate of the gap permutation test, resampling
+  images (naive) versus patients (``cluster_by``), across intra-cluster correlations.
 
 Run: ``.venv/bin/python benchmarks/fairness_speed.py`` (about 5 minutes on 2 cores), or one section.
 """
@@ -26,6 +29,7 @@ import platform
 import time
 
 import numpy as np
+import pandas as pd
 from scipy.special import gammaln
 
 from cals_bench.fairness import AuditSettings, audit, feature_gpi_tables, group_tables, make_grouping
@@ -214,9 +218,62 @@ def section_coverage(reps: int) -> None:
         print(f"{k:24s} {m:7d} {truth:8.4f} {basic:7.2f} {pct:10.2f} {count:9d}")
 
 
+def section_clusters(reps: int) -> None:
+    """Naive versus cluster resampling on data with a patient effect (truth: mean 0, no group effect)."""
+    print(
+        f"\n== clustered data over {reps} seeds: 2 groups x 15 patients x 5 images; patient effect sd tau, "
+        "noise sd 0.5; 95% percentile intervals (400 resamples) and gap permutation tests (199) =="
+    )
+    print(f"{'tau':>5s} {'ICC':>5s} {'mean cov naive':>14s} {'cluster':>8s} {'diff cov naive':>14s} "
+          f"{'cluster':>8s} {'FPR naive':>9s} {'cluster':>8s}")  # fmt: skip
+    for tau in (0.0, 0.5, 1.0):
+        rng = np.random.default_rng(0)
+        cov = np.zeros((2, 2))
+        rej = np.zeros(2)
+        for r in range(reps):
+            codes = np.repeat(np.arange(30), 5)
+            values = rng.normal(0.0, tau, 30)[codes] + rng.normal(0.0, 0.5, codes.size)
+            ids = [f"s{i:03d}" for i in range(codes.size)]
+            group = np.where(codes % 2 == 0, "a", "b")
+            wide = wide_records(pd.DataFrame({"sample_id": ids, "metric": "m", "value": values}), {"m": True})
+            g = make_grouping("group", ids, pd.DataFrame({"group": group}, index=ids))
+            s = AuditSettings(group_by=("group",), bootstrap=400, permutations=199, seed=r, min_group_size=5,
+                              distance_interval="percentile")  # fmt: skip
+            for j, clusters in enumerate((None, codes)):
+                groups, _ = group_tables(wide, [g], {"m": True}, s, clusters=clusters)
+                o = groups.iloc[0]
+                cov[0, j] += o["mean_ci_low"] <= 0.0 <= o["mean_ci_high"]
+                tests = across_group_tests(wide, [g], s, clusters=clusters)
+                rej[j] += tests.loc[tests["family"] == "gap_permutation", "p_value"].iloc[0] <= 0.05
+                cov[1, j] += _diff_covers_zero(values, group, codes if clusters is not None else None, r)
+        icc = tau**2 / (tau**2 + 0.25)
+        print(f"{tau:5.1f} {icc:5.2f} {cov[0, 0] / reps:14.2f} {cov[0, 1] / reps:8.2f} "
+              f"{cov[1, 0] / reps:14.2f} {cov[1, 1] / reps:8.2f} {rej[0] / reps:9.2f} {rej[1] / reps:8.2f}")  # fmt: skip
+
+
+def _diff_covers_zero(values, group, codes, seed) -> bool:
+    """95% percentile interval of mean(a) - mean(b) from stratified (cluster) bootstrap draws covers 0."""
+    from cals_bench.fairness.bootstrap import bootstrap_mean_median, percentile_interval, rng_for
+    from cals_bench.fairness.clusters import ClusterLayout
+    from cals_bench.fairness.clusters import bootstrap_mean_median as cluster_boot
+
+    draws = []
+    for name in ("a", "b"):
+        v = values[group == name]
+        rng = rng_for(seed, "diff", name)
+        if codes is None:
+            draws.append(bootstrap_mean_median(v, 400, rng)[0])
+        else:
+            draws.append(cluster_boot(v, ClusterLayout(np.arange(v.size), codes[group == name]), 400, rng)[0])
+    lo, hi = percentile_interval(draws[0] - draws[1], 0.95)
+    return lo <= 0.0 <= hi
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--section", choices=("all", "speed", "table", "power", "coverage"), default="all")
+    ap.add_argument(
+        "--section", choices=("all", "speed", "table", "power", "coverage", "clusters"), default="all"
+    )
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of the full audit")
     ap.add_argument("--reps", type=int, default=50, help="seeds for power and coverage")
     ap.add_argument("--projections", type=int, default=AuditSettings().gpi_projections)
@@ -230,6 +287,8 @@ def main() -> None:
         section_power(args.reps)
     if args.section in ("all", "coverage"):
         section_coverage(args.reps)
+    if args.section in ("all", "clusters"):
+        section_clusters(args.reps)
 
 
 if __name__ == "__main__":

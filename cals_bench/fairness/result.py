@@ -156,6 +156,11 @@ class AuditResult:
         out.append(
             "intervals: percentile bootstrap for means, medians and paired differences; "
             f"{s.distance_interval} bootstrap for GPI, gpi_sum, gpi_gap, difference and ratio"
+            + (
+                f"; every interval resamples {s.cluster_by} clusters and every permutation test permutes them"
+                if s.cluster_by
+                else ""
+            )
         )
         out.append("  ".join(f"{k}={_fmt(v)}" for k, v in self.scalars.items()))
         pct = f"{round(s.confidence * 100)}% CI"
