@@ -135,7 +135,13 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
-    Image.fromarray(rgb).save(tmp, format="PNG", compress_level=1)  # lossless; fast over small
+    # lossless, fast over small (zlib level 1); OpenCV's encoder takes a third less time than Pillow's
+    import cv2
+
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise DataError(f"{path}: PNG encoding failed")
+    tmp.write_bytes(data.tobytes())
     tmp.replace(path)
 
 

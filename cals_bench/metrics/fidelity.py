@@ -21,7 +21,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import correlate1d
 
 from cals_bench.metrics.base import Metric, SampleContext, register_metric
 from cals_bench.numbers import PSNR_CAP_DB, cap_psnr
@@ -96,8 +95,8 @@ def structural_similarity(output: torch.Tensor, reference: torch.Tensor) -> torc
 def _ssim_255(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> torch.Tensor:
     """SSIM per image of float64 ``(B, C, H, W)`` batches on the 0..255 scale.
 
-    NumPy arrays (the CPU path) are filtered with SciPy's separable C correlation, which exploits the
-    kernel's symmetry; GPU tensors with a grouped torch convolution. Both in float64, so the result equals
+    NumPy arrays (the CPU path) are filtered by :func:`_gauss_valid` (separable, symmetric, in cache-sized
+    row blocks); GPU tensors with a grouped torch convolution. Both in float64, so the result equals
     scikit-image's to ~1e-15.
     """
     b, c, h, w = x.shape
@@ -125,7 +124,6 @@ def _ssim_255_numpy(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> np.ndar
     SSIM needs only var_x + var_y, so E[x^2] + E[y^2] is filtered as one map E[x^2 + y^2]. Element-wise
     work is done in place on preallocated buffers (it is a third of the time otherwise)."""
     b, c, h, w = x.shape
-    r = SSIM_WINDOW // 2
     c1 = (SSIM_K1 * 255.0) ** 2
     c2 = (SSIM_K2 * 255.0) ** 2
     out = np.empty((b, c))
@@ -138,9 +136,7 @@ def _ssim_255_numpy(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> np.ndar
             np.multiply(xi, xi, out=moments[2])
             moments[2] += yi * yi
             np.multiply(xi, yi, out=moments[3])
-            filt = correlate1d(moments, kernel, axis=2, mode="constant")[:, :, r:-r]
-            filt = correlate1d(filt, kernel, axis=1, mode="constant")[:, r:-r, :]
-            mu_x, mu_y, e_sq, e_xy = filt
+            mu_x, mu_y, e_sq, e_xy = _gauss_valid(moments, kernel)
             mu_xy = mu_x * mu_y
             mu_sq = mu_x * mu_x
             mu_sq += mu_y * mu_y
@@ -157,6 +153,46 @@ def _ssim_255_numpy(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> np.ndar
             np.divide(mu_xy, mu_sq, out=mu_xy)
             out[i, j] = mu_xy.mean()
     return out.mean(axis=1)
+
+
+# torch runs an element-wise op on one thread below this many elements (at::internal::GRAIN_SIZE); above
+# it, intra-op threading on a busy machine costs 10-100x (see _np_255), so blocks stay below it.
+_TORCH_GRAIN = 32768
+
+
+def _gauss_valid(maps: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """The separable Gaussian filter of float64 ``(n, h, w)`` maps where the window fits (``valid``:
+    ``(n, h - 2r, w - 2r)``), as ``k[r] x[c] + sum_i k[r + i] (x[c - i] + x[c + i])`` (symmetric kernel).
+
+    Row blocks small enough to stay in the CPU cache, and on one thread, with torch's vectorised element-wise
+    kernels doing the arithmetic: about 1.5x faster than SciPy's scalar ``correlate1d`` over whole maps
+    (which very wide images still use), equal to it to ~1e-13 on the 0..255 scale (summation order only).
+    """
+    n, h, w = maps.shape
+    r = len(kernel) // 2
+    rows = _TORCH_GRAIN // (n * w)
+    if rows < 4:
+        from scipy.ndimage import correlate1d
+
+        filt = correlate1d(maps, kernel, axis=2, mode="constant")[:, :, r:-r]
+        return correlate1d(filt, kernel, axis=1, mode="constant")[:, r:-r, :]
+    hh, hw = h - 2 * r, w - 2 * r
+    k = [float(v) for v in kernel]
+    src = torch.from_numpy(maps)
+    horiz = torch.empty((n, h, hw), dtype=torch.float64)
+    out = torch.empty((n, hh, hw), dtype=torch.float64)
+    for b0 in range(0, h, rows):
+        block, dst = src[:, b0 : b0 + rows], horiz[:, b0 : b0 + rows]
+        torch.mul(block[:, :, r : r + hw], k[r], out=dst)
+        for i in range(1, r + 1):
+            dst.add_(block[:, :, r - i : r - i + hw] + block[:, :, r + i : r + i + hw], alpha=k[r + i])
+    for b0 in range(0, hh, rows):
+        b1 = min(hh, b0 + rows)
+        dst = out[:, b0:b1]
+        torch.mul(horiz[:, b0 + r : b1 + r], k[r], out=dst)
+        for i in range(1, r + 1):
+            dst.add_(horiz[:, b0 + r - i : b1 + r - i] + horiz[:, b0 + r + i : b1 + r + i], alpha=k[r + i])
+    return out.numpy()
 
 
 def gt_mean_scale(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -34,8 +34,9 @@ LpipsNet = Literal["alex", "vgg"]
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 EPS = 1e-10
-# Bump when the cached feature values would change (layer list, normalisation, input mapping).
-FEATURES_VERSION = 1
+# Bump when the cached feature values would change (layer list, normalisation, input mapping, memory
+# layout: 2 = channels-last convolutions on the CPU, features within 3e-6 of version 1's).
+FEATURES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,13 @@ class LpipsBackbone(nn.Module):
 
 
 def scale_input(x: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] -> [-1, 1] -> LPIPS scaling layer. ``(B, 3, H, W)`` float."""
+    """Images in [0, 1] -> [-1, 1] -> LPIPS scaling layer. ``(B, 3, H, W)`` float.
+
+    ``(x * 2 - 1 - shift) / scale``, the same operations in the same order, in place on one new tensor.
+    """
     shift = torch.tensor(SHIFT, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     scale = torch.tensor(SCALE, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * 2.0 - 1.0 - shift) / scale
+    return x.mul(2.0).sub_(1.0).sub_(shift).div_(scale)
 
 
 def normalize_channels(f: torch.Tensor, eps: float = EPS, *, inplace: bool = False) -> torch.Tensor:
@@ -205,8 +209,15 @@ class LpipsModel(nn.Module):
         return model
 
     def normalized_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Channel-normalised activations: images ``(B, 3, H, W)`` in [0, 1] -> five ``(B, C_k, h, w)``."""
-        return [normalize_channels(f, inplace=True) for f in self.backbone(scale_input(x))]
+        """Channel-normalised activations: images ``(B, 3, H, W)`` in [0, 1] -> five ``(B, C_k, h, w)``.
+
+        On the CPU the convolutions run channels-last (oneDNN's fast layout: a third less time; LPIPS
+        within 1e-7 of the contiguous layout). The features are then channels-last strided tensors.
+        """
+        x = scale_input(x)
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return [normalize_channels(f, inplace=True) for f in self.backbone(x)]
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         f = self.normalized_features(torch.cat([x0, x1]))
