@@ -216,7 +216,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--skip-startup", action="store_true", help="only the per-pair rows")
+    ap.add_argument("--only-startup", action="store_true", help="only --help and run start-up")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None, help="folder for the pairs and stores (default: temp)")
     ap.add_argument("--worker", choices=("ours", "peers", "startup"), help=argparse.SUPPRESS)
@@ -243,7 +244,7 @@ def main() -> None:
     key = args.clock
     rows: dict[str, list[float]] = {"ours-cold": [], "ours-warm": [], "peers": []}
     check: dict[str, object] = {}
-    for rep in range(args.repeats):
+    for rep in range(0 if args.only_startup else args.repeats):
         per: dict[str, dict[int, float]] = {k: {} for k in rows}
         for n in (args.small, args.big):
             common = ["--folder", str(folders[n]), "--threads", str(args.threads)]
@@ -260,7 +261,7 @@ def main() -> None:
         print(
             f"repeat {rep}: " + ", ".join(f"{k} {rows[k][-1] * 1000:.1f} ms" for k in rows), file=sys.stderr
         )
-    med = {k: statistics.median(v) for k, v in rows.items()}
+    med = {k: statistics.median(v) if v else float("nan") for k, v in rows.items()}
     result: dict[str, object] = {
         "clock": key,
         "threads": args.threads,
@@ -269,7 +270,7 @@ def main() -> None:
         "load_average": os.getloadavg()[0],
         "marginal_ms_per_pair": {k: v * 1000 for k, v in med.items()},
         "all_ms": {k: [x * 1000 for x in v] for k, v in rows.items()},
-        "ratio_vs_peers": {k: med[k] / med["peers"] for k in ("ours-cold", "ours-warm")},
+        "ratio_vs_peers": {k: med[k] / med["peers"] if rows[k] else None for k in ("ours-cold", "ours-warm")},
         "means": check,
     }
     if not args.skip_startup:
@@ -294,6 +295,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(text + "\n")
     ms = result["marginal_ms_per_pair"]
+    if args.only_startup:
+        return
     print(f"\n| row | marginal {key} ms/pair | x peers |", file=sys.stderr)
     print("|---|---:|---:|", file=sys.stderr)
     for k in ("ours-cold", "ours-warm", "peers"):
