@@ -39,8 +39,8 @@ class SampleContext:
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] and round to the 8-bit grid (values k/255)."""
-    return x.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+    """Clamp to [0, 1] and round to the 8-bit grid (values k/255); one new tensor, the rest in place."""
+    return x.clamp(0.0, 1.0).mul_(255.0).round_().div_(255.0)
 
 
 class Metric(abc.ABC):
