@@ -63,7 +63,10 @@ class DatasetSpec:
     - ``paired``: ``low_dir`` and ``high_dir`` under the data root, paired by ``pairing``;
     - ``synthetic``: clean images in ``clean_dir`` become pairs through the seeded degradation;
     - ``demo``: built-in scikit-image sample images (no data root), degraded like ``synthetic``;
-    - ``composite``: the samples of the protocols named in ``components``, each with its ``context``.
+    - ``composite``: the samples of the protocols named in ``components``, each with its ``context``;
+    - ``unpaired``: images with no reference (real low-light photographs) in ``low_dir`` (empty: the data
+      root itself); only no-reference metrics apply. ``files`` (optional) is the published file list:
+      exactly those files are scored, and a listed file that is missing fails its sample.
 
     ``bands`` (optional) derives attributes from numeric ones (``age_band`` from ``age``), before the split.
     ``split`` (optional) keeps one part of a seeded train/val/test split (:mod:`cals_bench.data.splits`):
@@ -72,7 +75,7 @@ class DatasetSpec:
     train/val/test folders as one pool); sample ids stay the file stems.
     """
 
-    layout: Literal["paired", "synthetic", "demo", "composite"]
+    layout: Literal["paired", "synthetic", "demo", "composite", "unpaired"]
     root_names: list[str] = field(default_factory=list)
     low_dir: str = ""
     high_dir: str = ""
@@ -93,6 +96,8 @@ class DatasetSpec:
     bands: dict[str, BandSpec] = added_field(default_factory=dict)
     split: SplitSpec | None = added_field(None)
     recursive: bool = added_field(False)
+    files: list[str] = added_field(default_factory=list)
+
     def __post_init__(self) -> None:
         # folders and files are named relative to the data root, and stay inside it
         for key in ("low_dir", "high_dir", "clean_dir", "manifest", "train_low_dir", "train_high_dir"):

@@ -406,3 +406,23 @@ _github(
     used_by="CALS identity loss L_id (training only; id_sim scores with SFace)",
     notes="{'epoch', 'net_state_dict'}; 112x96 SphereFace-aligned RGB, (x-127.5)/128; 128-d embedding",
 )
+
+# --- No-reference image quality: NIQE's pristine model ----------------------------------------------------
+register(
+    WeightSpec(
+        name="iqa/niqe-pris-params",
+        relpath="iqa/niqe_pris_params.npz",
+        sha256="2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296",
+        size=11850,
+        licence="Apache-2.0 (BasicSR); the parameters are LIVE's niqe_release modelparameters.mat",
+        origin="XPixelGroup/BasicSR @ 8d56e3a045f9fb3e1d8872f92ee4a4f07f886b0a : "
+        "basicsr/metrics/niqe_pris_params.npz",
+        url="https://raw.githubusercontent.com/XPixelGroup/BasicSR/8d56e3a045f9fb3e1d8872f92ee4a4f07f886b0a/"
+        "basicsr/metrics/niqe_pris_params.npz",
+        paper="Mittal, Soundararajan & Bovik, Making a Completely Blind Image Quality Analyzer, IEEE SPL 2013",
+        used_by="metric niqe",
+        fmt="other",
+        notes="npz (read with allow_pickle=False): mu_pris_param (1, 36), cov_pris_param (36, 36), "
+        "gaussian_window (7, 7)",
+    )
+)

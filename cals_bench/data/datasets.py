@@ -31,7 +31,8 @@ ENV_DATA = "CALS_BENCH_DATA"
 
 @dataclass
 class Sample:
-    """One scored pair. ``load()`` returns ``(low, reference)`` as uint8 RGB ``(H, W, 3)``, preprocessed."""
+    """One scored sample. ``load()`` returns ``(low, reference)`` as uint8 RGB ``(H, W, 3)``, preprocessed;
+    the reference is None for an unpaired sample (layout ``unpaired``)."""
 
     sample_id: str
     attributes: dict[str, str]
@@ -46,6 +47,8 @@ class Sample:
         if self.error:
             raise SampleError(self.error)
         low, high = self.loader()
+        if high is None:  # an unpaired sample (dataset layout "unpaired"): no reference image
+            return low, high
         if low.shape != high.shape:
             where = f"{self.low_path} vs {self.high_path}" if self.low_path else self.sample_id
             raise SampleError(
@@ -102,6 +105,10 @@ def layout_help(ds: DatasetSpec) -> str:
         expect = f"clean images in <root>/{ds.clean_dir}" + (
             f" and <root>/{ds.manifest}" if ds.manifest else ""
         )
+    elif ds.layout == "unpaired":
+        expect = f"images (png, jpg, bmp, tif) in <root>{'/' + ds.low_dir if ds.low_dir else ''}" + (
+            f", the {len(ds.files)} files of the published list" if ds.files else ""
+        )
     else:
         expect = "the component datasets, each in <root>/<its folder name>"
     src = f"; the official dataset is published at {ds.source}" if ds.source else ""
@@ -141,6 +148,9 @@ def resolve_root(protocol: Protocol, data_root: str | Path | None) -> Path | Non
 def _looks_like(ds: DatasetSpec, root: Path) -> bool:
     if ds.layout == "paired":
         return (root / ds.low_dir).is_dir() and (root / ds.high_dir).is_dir()
+    if ds.layout == "unpaired":
+        folder = root / ds.low_dir if ds.low_dir else root
+        return folder.is_dir() and any(is_image(p) for p in folder.iterdir())
     if ds.layout == "synthetic":
         if (root / ds.clean_dir).is_dir() or (root.is_dir() and any(is_image(p) for p in root.iterdir())):
             return True
@@ -382,11 +392,47 @@ def _composite(protocol: Protocol, root: Path) -> list[Sample]:
     return samples
 
 
+def _unpaired(protocol: Protocol, root: Path) -> list[Sample]:
+    """Images with no reference: ``load()`` gives ``(image, None)``; ``reference_key`` names the image."""
+    ds, pre = protocol.dataset, protocol.preprocess
+    folder = root / ds.low_dir if ds.low_dir else root
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder missing ({layout_help(ds)})")
+    if ds.files:
+        bad = [n for n in ds.files if Path(n).name != n or n in ("", ".", "..")]
+        if bad:
+            raise DataError(f"protocol {protocol.name}: dataset.files entry {bad[0]!r} is not a plain file name")
+        paths = [folder / n for n in ds.files]
+    else:
+        paths = _list_images(folder)
+    samples = []
+    for path in paths:
+        if not path.is_file():
+            samples.append(
+                Sample(
+                    path.stem,
+                    dict(ds.attributes),
+                    lambda: "",
+                    lambda: (None, None),
+                    path,
+                    error=f"{path}: listed in protocol {protocol.name}'s published file list but missing",
+                )
+            )
+            continue
+
+        def loader(path=path):
+            return preprocess(read_rgb(path), pre), None
+
+        samples.append(Sample(path.stem, dict(ds.attributes), _file_key(path, pre), loader, path, None))
+    return samples
+
+
 READERS: dict[str, Callable[[Protocol, Path | None], list[Sample]]] = {
     "paired": _paired,
     "synthetic": _synthetic,
     "demo": _demo,
     "composite": _composite,
+    "unpaired": _unpaired,
 }
 
 

@@ -22,6 +22,9 @@ BUILTIN_METRIC_MODULES = (
     "cals_bench.metrics.fidelity",
     "cals_bench.metrics.lpips",
     "cals_bench.metrics.identity",
+    "cals_bench.metrics.niqe",
+    "cals_bench.metrics.piqe",
+    "cals_bench.metrics.exposure",
 )
 IMPORT_ERRORS: dict[str, str] = {}
 

@@ -649,6 +649,10 @@ def _grid(store, meta, wide: pd.DataFrame, labels, directions, settings, folder:
         "with the "
         "largest mean |output - reference|, enlarged on the right."
     )
+    if ((meta["protocol"].get("spec") or {}).get("dataset") or {}).get("layout") == "unpaired":
+        limit = (
+            limit.split(" The yellow box")[0] + " No reference images: each sample shows input and output."
+        )
     return {"sections": out_sections, "note": note, "limit_text": limit}
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from cals_bench import audits
 from cals_bench.errors import CalsBenchError
+from cals_bench.metrics.noreference import NO_REFERENCE_NOTE, is_no_reference_column
 from cals_bench.report import admission, leaderboard_columns
 from cals_bench.report.formatting import (
     GT_MEAN_COLUMNS,
@@ -257,7 +258,8 @@ def _columns(rows: list[Row]) -> list[Column]:
     out = []
     for c in order:
         hib = directions.get(c, _registry_direction(c))
-        out.append(Column(c, metric_label(c), arrow(hib), hib, c in GT_MEAN_COLUMNS))
+        label = metric_label(c) + (" (NR)" if is_no_reference_column(c) else "")
+        out.append(Column(c, label, arrow(hib), hib, c in GT_MEAN_COLUMNS))
     return out
 
 
@@ -353,6 +355,8 @@ def text_table(lb: Leaderboard) -> TextTable:
     if has_gpi:
         notes.append("GPI: " + audits.DEFINITIONS["gpi_sum"] + " " + audits.DEFINITIONS["gpi_gap"])
     notes += leaderboard_columns.text_notes(lb)
+    if any(is_no_reference_column(c.metric) for c in lb.columns):
+        notes.append(NO_REFERENCE_NOTE)
     notes += lb.notes
     caption = f"{lb.title} ({lb.name} v{lb.version}, protocol hash {', '.join(h[:12] for h in lb.hashes)})"
     if lb.board:
