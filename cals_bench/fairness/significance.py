@@ -345,7 +345,7 @@ def _note_method_and_power(row: dict, d: np.ndarray, settings: AuditSettings) ->
         notes.append(f"Wilcoxon {wilcoxon_method(d)}, n = {d.size} pairs")
     if d.size < settings.min_group_size:
         notes.append(
-            f"low power: {d.size} pairs (< {settings.min_group_size}); a non-significant difference is not "
+            f"low power: {d.size} pairs (< {settings.min_group_size}), so a non-significant difference is not "
             "evidence that the runs are equivalent"
         )
     row["note"] = "; ".join(notes)

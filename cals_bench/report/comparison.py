@@ -174,8 +174,12 @@ def _blocks(table: pd.DataFrame, metrics: list[str], directions) -> list[dict[st
                         if bool(on)
                     ),
                     "better": r["better"] or "-",
-                    "note": r["note"] or "",
+                    # the low-power sentence lives in the badge's tooltip; the CSV keeps the full note
+                    "note": "; ".join(
+                        x for x in str(r["note"] or "").split("; ") if x and not x.startswith("low power")
+                    ),
                     "low_power": "low power" in str(r["note"] or ""),
+                    "full_note": r["note"] or "",
                 }
             )
         hib = directions.get(metric)
