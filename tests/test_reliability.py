@@ -152,6 +152,9 @@ def test_builtin_leaderboard_admits_only_the_exact_hash(tmp_path):
     assert [r.run_id for r in other.rows] == [forged.run_id]
     md = leaderboard_text(other, "markdown")
     assert "not the built-in" in md and builtin.hash[:12] in md
+    res = _run("leaderboard", "--protocol", "paired-folder", "--hash", builtin.hash[:12], "--markdown",
+               "--results", tmp_path / "r", "--reports", tmp_path / "rep")  # fmt: skip
+    assert res.exit_code == 0 and "NOT the built-in protocol" in res.stdout and "identity" in res.stdout
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -347,6 +350,33 @@ def test_batch_time_limit(tmp_path, proto, where):
     assert [f["sample_id"] for f in payload["failures"]] == ["001"]
     assert "did not return within 1 s" in payload["failures"][0]["error"]
     assert payload["metrics"]["psnr"]["count"] == 2
+
+
+STUCK = """
+import signal, time
+if float(x.max()) == 0:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # the alarm can no longer interrupt it
+    time.sleep(600)
+return x
+"""
+
+
+def test_a_model_stuck_beyond_the_alarm_is_stopped_by_the_watchdog(tmp_path, proto):
+    data = make_pairs(tmp_path / "d", n=3)
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(data / "low" / "001.png")
+    model = write_model(tmp_path / "stuck.py", STUCK, name="stuck")
+    results = tmp_path / "r"
+    cmd = _cli(results, "run", "--protocol", proto, "--model", f"{model}:Model", "--data-root", data,
+               "--batch-size", "1", "--batch-timeout", "1", "--no-report", "--quiet")  # fmt: skip
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "CALS_BENCH_HARD_GRACE_S": "2"}
+    )
+    assert done.returncode == 2, done.stderr
+    assert "could not be interrupted" in done.stderr and "stuck" in done.stderr
+    with sqlite3.connect(results / "index.sqlite") as con:
+        assert con.execute("SELECT status FROM runs").fetchall() == [("stopped",)]
+        rows = dict(con.execute("SELECT sample_id, status FROM samples").fetchall())
+    assert rows == {"000": "ok", "001": "failed"}  # the sample before it is kept
 
 
 # ------------------------------------------------------------------------------------------------------

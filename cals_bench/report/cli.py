@@ -71,9 +71,16 @@ def report(run_ref, out, results, reports_dir):
     is_flag=True,
     help="HTML: do not render missing audit pages (rows link only to existing ones).",
 )
+@click.option(
+    "--hash",
+    "protocol_hash",
+    default=None,
+    help="Only runs under this protocol hash (a prefix): the separate board of runs that carry a built-in "
+    "protocol's name with another spec.",
+)
 @results_option
 @reports_option
-def leaderboard(protocol_name, protocol_version, fmt, out, no_audits, results, reports_dir):
+def leaderboard(protocol_name, protocol_version, fmt, out, no_audits, protocol_hash, results, reports_dir):
     """Leaderboard of every stored run of a protocol version: HTML, Markdown, LaTeX or CSV.
 
     \b
@@ -93,10 +100,14 @@ def leaderboard(protocol_name, protocol_version, fmt, out, no_audits, results, r
             root=reports_dir,
             out=out,
             audit_pages="existing" if no_audits else "missing",
+            protocol_hash=protocol_hash,
         )
         click.echo(str(path))
         return
-    text = leaderboard_text(build_leaderboard(store, protocol_name, protocol_version, root=reports_dir), fmt)
+    lb = build_leaderboard(
+        store, protocol_name, protocol_version, root=reports_dir, protocol_hash=protocol_hash
+    )
+    text = leaderboard_text(lb, fmt)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text, encoding="utf-8")

@@ -450,6 +450,7 @@ def render_leaderboard(
     root: str | Path | None = None,
     out: str | Path | None = None,
     audit_pages: Literal["missing", "existing"] = "missing",
+    protocol_hash: str | None = None,
 ) -> Path:
     """Write the protocol version's leaderboard (HTML, plus .md/.tex/.csv beside it); returns the HTML path.
 
@@ -459,8 +460,17 @@ def render_leaderboard(
     ``out``: the HTML file (default ``<root>/<protocol>-v<version>/leaderboard.html``); links to audits are
     made relative to it.
     """
-    lb = build_leaderboard(store, protocol, version, root=root, render_missing=audit_pages == "missing")
+    lb = build_leaderboard(
+        store,
+        protocol,
+        version,
+        root=root,
+        render_missing=audit_pages == "missing",
+        protocol_hash=protocol_hash,
+    )
     path = Path(out) if out else leaderboard_file(reports_root(root), lb.name, lb.version)
+    if lb.board and not out:  # a board of runs that are not the built-in protocol's: its own file
+        path = path.with_name(f"leaderboard-{lb.hashes[0][:12]}.html")
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.with_suffix("")
     for ext, fmt in (("md", "markdown"), ("tex", "latex"), ("csv", "csv")):
