@@ -572,6 +572,7 @@ def _evaluate_locked(
     meta["metric_failures"] = metric_failures
     status = "finished" if not all_failures and not metric_failures else "finished-with-failures"
     meta["status"] = status
+    meta.pop("stopped_reason", None)  # a stopped run that was resumed to the end
     meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     store.export(run_id, "parquet", run_dir / "records.parquet")
     store.update_meta(run_id, meta, status=status)
