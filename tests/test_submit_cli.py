@@ -4,6 +4,7 @@ the HTML leaderboard with their kind and isolation; the plugin template installs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -120,6 +121,11 @@ def test_wrapper_and_outputs_reach_the_html_leaderboard(tmp_path):
 
     res = runner.invoke(main, ["submissions", "list", "--results", str(results)])
     assert res.exit_code == 0 and "brighten-3" in res.output and "paper x2" in res.output
+    res = runner.invoke(main, ["submissions", "show", "1", "--results", str(results), "--json"])
+    shown = json.loads(res.output)
+    assert shown["submitter"]["note"] == "A. Researcher <a@example.org>" and shown["args"] == {"gain": 3}
+    assert [e["event"] for e in shown["events"]] == ["created", "validated", "scored"]
+    assert shown["meta"]["files"]["my_net.py"] == hashlib.sha256(model.read_bytes()).hexdigest()
 
     reports = tmp_path / "reports"
     res = runner.invoke(

@@ -8,6 +8,7 @@ from submit_helpers import need_bwrap, snapshot, tiny_world, write
 
 from cals_bench import protocol as protocol_mod
 from cals_bench.engine import evaluate
+from cals_bench.errors import CalsBenchError
 from cals_bench.store import Store
 from cals_bench.submit.flow import SubmissionFailed, submit_code
 from cals_bench.submit.records import Submissions
@@ -142,3 +143,12 @@ def test_reference_images_are_not_in_view(world):
     )
     out = _submit(world, "walker", code, {})
     assert out.record["status"] == "scored"
+
+
+def test_a_model_folder_holding_the_data_is_refused(world):
+    """The model's folder is shown to the sandbox: one that holds the data root or the store is refused."""
+    model = write(world["data"].parent / "model_next_to_data.py", enhancer("return x"))
+    before = snapshot(world["store"].root)
+    with pytest.raises(CalsBenchError, match=r"holds the (data root|results store) .* folder of their own"):
+        submit_code(world["proto"], f"{model}:Model", {}, store=world["store"], data_root=world["data"])
+    assert snapshot(world["store"].root) == before

@@ -177,7 +177,7 @@ def check_hidden(binds: list[Path], protected: dict[str, Path | None]) -> None:
     for b in binds:
         b = b.resolve()
         for what, p in protected.items():
-            if p is None:
+            if p is None or not Path(p).exists():
                 continue
             p = Path(p).resolve()
             if p == b or b in p.parents:
@@ -371,6 +371,8 @@ class Worker:
     def _why(self, exc: WireError, doing: str) -> str:
         if exc.reason == "timeout":
             return f"timed out after {self.limits.batch_timeout_s if 'batch' in doing else self.limits.start_timeout_s:g} s {doing} (wall-time limit)"
+        if exc.reason == "protocol":
+            return f"sent a malformed message while {doing} ({exc})"
         if exc.reason == "too-large":
             return f"sent an output over the size limit while {doing} ({exc})"
         code = self._wait_exit(5.0)
