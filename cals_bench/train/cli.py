@@ -159,6 +159,18 @@ def _train_command(name: str, default_config: str | None, task: str | None, doc:
 _train_command("run", None, None, "Train any registered task from a config (`task:` names it).")
 _train_command("iaml", "iaml-lol-v1", "iaml", "Train IAML (U-Net + CBAM student, EMA teacher, IAML loss).")
 _train_command(
+    "zero-dce",
+    "zero-dce-cpu",
+    "zero-dce",
+    "Train Zero-DCE (DCE-Net, the four zero-reference losses; no references).",
+)
+_train_command(
+    "enlightengan",
+    "enlightengan-cpu",
+    "enlightengan",
+    "Train an EnlightenGAN-style generator (unpaired: lows + normal-light images; global + local LSGAN Ds).",
+)
+_train_command(
     "cals",
     "cals-cpu",
     "cals",

@@ -335,6 +335,8 @@ class Trainer:
         model = build_model(cfg.task, cfg.model)
         if ckpt is not None:
             checkpoint.check_architecture(resume_path, ckpt, cfg.task, model)
+        else:
+            model.init_weights()
         model.to(ctx.device)
         if cfg.runtime.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -377,6 +379,9 @@ class Trainer:
             num_workers=cfg.data.workers,
             pin_memory=ctx.device.type == "cuda",
             collate_fn=collate,
+            # its own generator: creating the iterator draws a seed from it, never from the global stream
+            # that a task's forward may use (a resumed run creates its iterator at another point of it)
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
         terms_names = model.loss_terms()
         log = CsvLog(self.out_dir / "log.csv", terms_names)

@@ -36,8 +36,11 @@ import cv2
 import numpy as np
 import torch
 
+from cals_bench.data import splits
 from cals_bench.data.datasets import Sample, load_samples
 from cals_bench.data.io import is_image, read_rgb, to_tensor
+from cals_bench.data.splits import SplitSpec
+from cals_bench.data.synthetic import degrade
 from cals_bench.errors import DataError
 from cals_bench.protocol import DatasetSpec, Protocol
 from cals_bench.train.batch import item
@@ -156,22 +159,29 @@ def protocol_source(data: Any, options: NoOptions, data_root: str | Path | None,
 
 @dataclass(frozen=True)
 class LowsOptions:
-    """``data.options`` of the ``lows`` source.
+    """``data.options`` of the ``lows`` source (folders relative to the data root).
 
-    Exactly one of ``low_dir`` (real low-light images; no validation unless ``val_low_dir`` +
-    ``val_high_dir`` name paired folders) and ``clean_dir`` (clean images degraded with ``data.degradation``
-    and ``data.degradation_seed``; ``data.val_fraction`` of them held out as paired validation).
-    ``resize_short``: downscale (area) each image so its shorter side is at most this (0 = never).
-    ``val_count``: at most this many validation pairs from ``val_low_dir`` (drawn by ``data.split_seed``).
-    Folders are relative to the data root.
+    Exactly one of ``low_dir`` (real low-light images) and ``clean_dir`` (clean images darkened by the
+    seeded degradation, ``data.degradation`` and ``data.degradation_seed``; sample id = file stem, as the
+    synthetic protocols have it). ``recursive``: list sub-folders too (BSDS500's train/val/test as one pool).
+    ``splits``: keep only the images in the chosen ``part`` of every one of these seeded splits
+    (:mod:`cals_bench.data.splits`; e.g. the train part of the split a CALS protocol scores the test part of).
+    Validation (paired, for best.pt): with ``clean_dir``, the images in the chosen parts of ``val_splits``
+    (else ``data.val_fraction`` of the training images, held out); with ``low_dir``, the paired folders
+    ``val_low_dir`` + ``val_high_dir`` when given. At most ``val_count`` validation pairs (drawn by
+    ``data.split_seed``). ``resize_short``: downscale (area) each image so its shorter side is at most this
+    (0 = never).
     """
 
     low_dir: str = ""
     clean_dir: str = ""
-    resize_short: int = 0
+    recursive: bool = False
+    splits: list[SplitSpec] = field(default_factory=list)
+    val_splits: list[SplitSpec] = field(default_factory=list)
     val_low_dir: str = ""
     val_high_dir: str = ""
     val_count: int = 16
+    resize_short: int = 0
 
     def __post_init__(self) -> None:
         if bool(self.low_dir) == bool(self.clean_dir):
@@ -180,15 +190,21 @@ class LowsOptions:
             )
         if bool(self.val_low_dir) != bool(self.val_high_dir):
             raise ValueError("val_low_dir and val_high_dir go together")
+        if self.val_splits and not self.clean_dir:
+            raise ValueError("val_splits need clean_dir (the references of the validation pairs)")
         if self.resize_short < 0 or self.val_count < 1:
             raise ValueError("resize_short must be >= 0, val_count >= 1")
 
 
 @dataclass(frozen=True)
 class UnpairedOptions(LowsOptions):
-    """``lows`` options plus ``normal_dir``: unrelated normal-light images (relative to the data root)."""
+    """``lows`` options plus the unrelated normal-light images: ``normal_dir`` (relative to the data root),
+    ``normal_recursive`` and ``normal_splits`` (as ``recursive``/``splits``). No image may be both a low
+    and a normal one."""
 
     normal_dir: str = ""
+    normal_recursive: bool = False
+    normal_splits: list[SplitSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -205,13 +221,25 @@ def _shrink(img: np.ndarray, short: int) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
-def _folder(root: Path, rel: str, what: str) -> list[Path]:
+def _folder(
+    root: Path, rel: str, what: str, recursive: bool = False, keep: list[SplitSpec] = ()
+) -> list[Path]:
+    """The images of ``root/rel`` (sub-folders too when ``recursive``) in the chosen part of every split."""
     folder = root / rel
     if not folder.is_dir():
         raise DataError(f"{folder}: {what} folder does not exist (relative to the data root {root})")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image(p))
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    files = sorted((p for p in found if p.is_file() and is_image(p)), key=lambda p: (p.stem, str(p)))
+    stems = [p.stem for p in files]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise DataError(f"{folder}: duplicate image ids {dupes[:5]} (two files share a stem)")
+    for spec in keep:
+        chosen = set(splits.select(stems, {}, spec))
+        files = [p for p in files if p.stem in chosen]
+        stems = [p.stem for p in files]
     if not files:
-        raise DataError(f"{folder}: no images in the {what} folder")
+        raise DataError(f"{folder}: no images in the {what} folder" + (" after the splits" if keep else ""))
     return files
 
 
@@ -282,6 +310,14 @@ class CropItems(torch.utils.data.Dataset):
         return item(out, None, normal=normal, id=entry.sample_id)
 
 
+def _at_most(samples: list[Sample], count: int, seed: int) -> list[Sample]:
+    if len(samples) <= count:
+        return samples
+    order = sorted(samples, key=lambda s: s.sample_id)
+    pick = set(np.random.default_rng([seed, 0x7A1]).permutation(len(order))[:count].tolist())
+    return [s for i, s in enumerate(order) if i in pick]
+
+
 def _paired_val(root: Path, opts: LowsOptions, split_seed: int) -> list[Sample]:
     ds = DatasetSpec(layout="paired", low_dir=opts.val_low_dir, high_dir=opts.val_high_dir)
     proto = Protocol(name="validation-data", version=1, title="validation", dataset=ds, metrics=["psnr"])
@@ -289,11 +325,18 @@ def _paired_val(root: Path, opts: LowsOptions, split_seed: int) -> list[Sample]:
     bad = [s for s in samples if s.error]
     if bad:
         raise DataError(f"{bad[0].error} ({len(bad)} validation pair(s) incomplete)")
-    if len(samples) <= opts.val_count:
-        return samples
-    order = sorted(samples, key=lambda s: s.sample_id)
-    pick = set(np.random.default_rng([split_seed, 0x7A1]).permutation(len(order))[: opts.val_count].tolist())
-    return [s for i, s in enumerate(order) if i in pick]
+    return _at_most(samples, opts.val_count, split_seed)
+
+
+def _synthetic_pair(path: Path, data: Any) -> Sample:
+    """The seeded low-light version of a clean image and the image itself (uint8), as a core Sample."""
+    sid = path.stem
+
+    def loader() -> tuple[np.ndarray, np.ndarray]:
+        clean = read_rgb(path)
+        return degrade(clean, data.degradation, data.degradation_seed, sid)[0], clean
+
+    return Sample(sid, {}, lambda: sid, loader, None, path)
 
 
 def _lows(data: Any, opts: LowsOptions, data_root: str | Path | None) -> tuple[Path, str, list[_Image], list]:
@@ -301,24 +344,22 @@ def _lows(data: Any, opts: LowsOptions, data_root: str | Path | None) -> tuple[P
         raise DataError("training needs a data root (--data-root DIR)")
     root = Path(data_root)
     if opts.low_dir:
-        files = _folder(root, opts.low_dir, "low-light image")
+        files = _folder(root, opts.low_dir, "low-light image", opts.recursive, opts.splits)
         lows = [_Image(p.stem, lambda p=p: (read_rgb(p), None)) for p in files]
         val = _paired_val(root, opts, data.split_seed) if opts.val_low_dir else []
         return root, f"low-light images in {opts.low_dir} (no references)", lows, val
-    ds = DatasetSpec(layout="synthetic", clean_dir=opts.clean_dir, degradation=data.degradation)
-    proto = Protocol(
-        name="training-lows",
-        version=1,
-        title="lows",
-        dataset=ds,
-        metrics=["psnr"],
-        seed=data.degradation_seed,
-    )
-    try:
-        _, samples = load_samples(proto, root)
-    except DataError as exc:
-        raise DataError(f"no training data: {exc}") from exc
-    train, val = split_validation(samples, data.val_fraction, data.split_seed)
+    files = _folder(root, opts.clean_dir, "clean image", opts.recursive, opts.splits)
+    samples = [_synthetic_pair(p, data) for p in files]
+    if opts.val_splits:
+        train = samples
+        val_files = _folder(root, opts.clean_dir, "validation image", opts.recursive, opts.val_splits)
+        val = [_synthetic_pair(p, data) for p in val_files]
+        overlap = {s.sample_id for s in val} & {s.sample_id for s in train}
+        if overlap:
+            raise DataError(f"{len(overlap)} image(s) are in both the training and the validation splits")
+    else:
+        train, val = split_validation(samples, data.val_fraction, data.split_seed)
+    val = _at_most(val, opts.val_count, data.split_seed) if val else val
     if opts.val_low_dir:
         val = _paired_val(root, opts, data.split_seed)
     lows = [_Image(s.sample_id, lambda s=s: (s.load()[0], None)) for s in train]
@@ -338,11 +379,14 @@ def lows_source(data: Any, opts: LowsOptions, data_root: str | Path | None, seed
 )
 def unpaired_source(data: Any, opts: UnpairedOptions, data_root: str | Path | None, seed: int) -> SourceData:
     root, desc, lows, val = _lows(data, opts, data_root)
-    normals = _folder(root, opts.normal_dir, "normal-light image")
-    low_files = {(root / opts.low_dir).resolve()} if opts.low_dir else {(root / opts.clean_dir).resolve()}
-    if (root / opts.normal_dir).resolve() in low_files:
+    normals = _folder(root, opts.normal_dir, "normal-light image", opts.normal_recursive, opts.normal_splits)
+    low_folder = (root / (opts.low_dir or opts.clean_dir)).resolve()
+    low_ids = {x.sample_id for x in lows} | {s.sample_id for s in val}
+    shared = sorted(p.stem for p in normals if p.stem in low_ids and low_folder in p.resolve().parents)
+    if shared:
         raise DataError(
-            f"{opts.normal_dir}: the normal-light folder is the low-light source; they must differ"
+            f"{len(shared)} normal-light image(s) are also low-light training or validation images "
+            f"(e.g. {shared[0]}); choose disjoint normal_splits"
         )
     dataset = CropItems(lows, data.crop, data.flips, seed, opts.resize_short, normals, data.cache_images)
     info = {"normal_dir": opts.normal_dir, "normal_count": len(normals)}

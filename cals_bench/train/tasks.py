@@ -30,7 +30,12 @@ from cals_bench.errors import CalsBenchError
 from cals_bench.train.batch import Batch
 
 # Modules whose import registers the built-in tasks.
-TASK_MODULES = ("reference_models.iaml.trainer", "reference_models.cals.trainer")
+TASK_MODULES = (
+    "reference_models.iaml.trainer",
+    "reference_models.cals.trainer",
+    "reference_models.zero_dce.trainer",
+    "reference_models.enlightengan.trainer",
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,10 @@ class TrainableModel(nn.Module, abc.ABC):
         ``"loss_<phase>"`` and their sum as ``"loss"``; every other key keeps its name (distinct across
         phases), so the list is ``"loss"``, the ``"loss_<phase>"`` names and the other keys.
         """
+
+    def init_weights(self) -> None:
+        """Called once by the engine for a fresh run, after construction (never on resume, nor when a
+        checkpoint is loaded for scoring): the place for a paper's initialisation or a pretrained start."""
 
     def phases(self) -> list[Phase]:
         """The optimisers, in the order their updates run within a step (default: one, over everything)."""

@@ -1,0 +1,1 @@
+"""EnlightenGAN-style unpaired enhancement (Jiang et al., TIP 2021), trained by cals-bench."""
