@@ -27,13 +27,15 @@ import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from cals_bench import numbers
 from cals_bench.errors import CalsBenchError
+
+if TYPE_CHECKING:  # pandas is imported where a table is built (a run starts without it)
+    import pandas as pd
 
 ENV_RESULTS = "CALS_BENCH_RESULTS"
 
@@ -295,6 +297,8 @@ class Store:
         return meta
 
     def list_runs(self, protocol: str | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         sql = (
             "SELECT run_id, protocol, protocol_version, protocol_hash, model, model_args, status, created,"
             " n_samples FROM runs"
@@ -359,6 +363,8 @@ class Store:
             )
 
     def samples(self, ref: str) -> pd.DataFrame:
+        import pandas as pd
+
         run_id = self.resolve_run_id(ref)
         with self._connect() as con:
             df = pd.read_sql_query(
@@ -373,6 +379,8 @@ class Store:
 
     def scores(self, ref: str) -> pd.DataFrame:
         """Long per-sample records: sample_id, metric, value (NaN where undefined)."""
+        import pandas as pd
+
         run_id = self.resolve_run_id(ref)
         with self._connect() as con:
             df = pd.read_sql_query(
