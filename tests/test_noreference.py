@@ -166,6 +166,19 @@ def test_unpaired_run_scores_outputs_and_deltas(tmp_path, shared_dir, shared_wei
     assert (
         res.meta["metric_directions"]["niqe"] is False and res.meta["metric_directions"]["brightness"] is None
     )
+    # the audit page shows image grids of input and output (no reference column); the leaderboard shows
+    # the no-reference columns flagged (NR), with their direction
+    from cals_bench.report.audit_page import render_audit
+    from cals_bench.report.leaderboard import build_leaderboard, leaderboard_text
+
+    page = render_audit(store, res.run_id, root=tmp_path / "reports").read_text()
+    assert 'alt="low (input) of sample 01"' in page and 'alt="output of sample 01"' in page
+    assert "reference of sample" not in page and "No reference images" in page
+    board = leaderboard_text(
+        build_leaderboard(store, "unpaired-folder", root=tmp_path / "reports"), "markdown"
+    )
+    assert "niqe (NR) \u2193" in board and "piqe\\_delta (NR) \u2193" in board
+    assert "brightness (NR) |" in board  # descriptive: no arrow
 
 
 def test_identity_on_unpaired_has_zero_deltas(tmp_path, shared_dir, shared_weights):
