@@ -18,7 +18,7 @@ import pandas as pd
 
 from cals_bench.published import DEFAULT_TOLERANCE, Agreement
 from cals_bench.report import plots
-from cals_bench.report.formatting import fmt_value, metric_label, sort_key
+from cals_bench.report.formatting import metric_label, sort_key
 from cals_bench.report.layout import href
 from cals_bench.report.model_columns import (
     ModelFacts,
@@ -102,11 +102,16 @@ def devices(lb: Leaderboard) -> list[str]:
 
 def _short_agreement(a: Agreement, tag: str = "") -> str:
     label = metric_label(a.metric)
-    num = fmt_value(a.reported, metric=a.metric)
+    num = _reported(a.reported)
     if a.diff is None:
         return f"{label} {num}{tag}"
     mark = "" if a.ok else " OFF"
     return f"{label} {num}{tag} ({a.diff:+.{_diff_digits(a.metric)}f}){mark}"
+
+
+def _reported(value: float) -> str:
+    """A reported figure with the digits it was declared with (0.809 stays 0.809, not 0.8090)."""
+    return f"{value:.6g}"
 
 
 def _diff_digits(metric: str) -> int:
@@ -216,13 +221,13 @@ def _html_agreements(items: list[Agreement], with_kind: bool) -> dict[str, Any]:
         lines.append(
             {
                 "label": metric_label(a.metric),
-                "value": fmt_value(a.reported, metric=a.metric) + kind,
+                "value": _reported(a.reported) + kind,
                 "diff": diff,
                 "off": a.ok is False,
                 "ok": a.ok is True,
             }
         )
-    title = " | ".join(agreement_text(a, lambda v, m=a.metric: fmt_value(v, metric=m)) for a in items)
+    title = " | ".join(agreement_text(a, _reported) for a in items)
     return {"lines": lines, "title": title, "off": any(x["off"] for x in lines)}
 
 
