@@ -125,13 +125,23 @@ def leaderboard(protocol_name, protocol_version, fmt, out, no_audits, protocol_h
 def compare(run_a, run_b, out, results, reports_dir):
     """Compare two runs of one protocol: paired differences per metric and group, with paired tests.
 
+    Also prints the per-group table (the CALS paper's Table 1 layout for cals-contexts: each group's means
+    with intervals for both runs, the paired difference and tests; then GPI per group, gpi_sum, gpi_gap
+    and p for both runs) and writes it beside the page as group_table.md.
+
     \b
     Example:
       cals-bench compare lol-v1__zero-dce lol-v1__identity
     """
     from cals_bench.report import render_comparison
+    from cals_bench.report.group_table import group_table, to_markdown
 
-    click.echo(str(render_comparison(_store(results), run_a, run_b, out, root=reports_dir)))
+    store = _store(results)
+    page = render_comparison(store, run_a, run_b, out, root=reports_dir)
+    text = to_markdown(group_table(store, run_a, run_b))
+    Path(page).parent.joinpath("group_table.md").write_text(text, encoding="utf-8")
+    click.echo(text)
+    click.echo(str(page))
 
 
 COMMANDS = (report, leaderboard, compare)

@@ -26,9 +26,21 @@ import click
     help="Size of the extra random crop per image (the training crop).",
 )
 @click.option("--epochs", default=300, show_default=True, help="Full-batch Adam epochs of the linear head.")
+@click.option(
+    "--test-per-context",
+    default=0,
+    show_default=True,
+    help="Evaluate on at most this many test images per context (seeded hash order; 0 = the whole test split).",
+)
+@click.option(
+    "--views",
+    default="full,crop",
+    show_default=True,
+    help="Test views: full (256x256 images) and/or crop (one training-size crop of each).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation record as JSON.")
-def context_command(data_root, out, per_context, crop, epochs, seed, as_json):
+def context_command(data_root, out, per_context, crop, epochs, test_per_context, views, seed, as_json):
     """Train the context predictor's head on the train splits (low-light inputs), evaluate on the test splits.
 
     Writes <out>/context_head.pt (what model.context_head names) and <out>/context_eval.json (accuracy and
@@ -36,12 +48,22 @@ def context_command(data_root, out, per_context, crop, epochs, seed, as_json):
     """
     from reference_models.cals.context import CONTEXTS, HeadSettings, train_head
 
-    settings = HeadSettings(per_context=per_context, crop=crop, epochs=epochs, seed=seed)
+    chosen = tuple(v.strip() for v in views.split(",") if v.strip())
+    if not chosen or set(chosen) - {"full", "crop"}:
+        raise click.BadParameter(f"{views!r}: give full and/or crop", param_hint="--views")
+    settings = HeadSettings(
+        per_context=per_context,
+        crop=crop,
+        epochs=epochs,
+        seed=seed,
+        test_per_context=test_per_context,
+        test_views=chosen,
+    )
     record = train_head(data_root, out, settings, log=click.echo)
     if as_json:
         click.echo(json.dumps(record, indent=1))
         return
-    for view in ("full", "crop"):
+    for view in chosen:
         r = record[f"test_{view}"]
         click.echo(
             f"\ntest split ({view}): accuracy {r['accuracy']:.4f}, balanced {r['balanced_accuracy']:.4f}, n {r['n']}"

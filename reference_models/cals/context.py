@@ -113,7 +113,7 @@ def fit_head(
         loss = F.cross_entropy(predictor.logits_from_features(feats), labels, weight=class_w)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     head.requires_grad_(False)
     predictor.ready.fill_(1)
     return losses
@@ -137,7 +137,8 @@ class HeadSettings:
     crop: int = 160  # one random crop of this size per training image, besides the full image
     epochs: int = 300
     seed: int = 0
-    test_per_context: int = 0  # 0 = the whole test split
+    test_per_context: int = 0  # 0 = the whole test split; else at most this many per context (hash order)
+    test_views: tuple[str, ...] = ("full", "crop")  # full 256x256 images; one training-size crop of each
 
 
 def _low_tensors(samples, crop: int, seed: int, with_crop: bool) -> list[torch.Tensor]:
@@ -201,7 +202,9 @@ def train_head(
         log(f"context head: {ctx}: {len(samples)} training images ({len(imgs)} views)")
     feats, labels = torch.cat(train_x), torch.tensor(train_y)
     losses = fit_head(pred, feats, labels, epochs=settings.epochs, seed=settings.seed)
-    train_acc = float((pred.logits_from_features(feats).argmax(1) == labels).float().mean())
+    torch.save(pred.head_state(), out / "context_head.pt")  # usable before the (slower) test evaluation
+    with torch.no_grad():
+        train_acc = float((pred.logits_from_features(feats).argmax(1) == labels).float().mean())
     record: dict[str, Any] = {
         "contexts": list(CONTEXTS),
         "backbone": "LPIPS AlexNet (ImageNet), frozen; head: standardised 2304-d pooled features -> linear",
@@ -211,7 +214,7 @@ def train_head(
         "train_loss_first_last": [losses[0], losses[-1]],
         "train_accuracy": train_acc,
     }
-    for view in ("full", "crop"):
+    for view in settings.test_views:
         ys, ps = [], []
         for k, ctx in enumerate(CONTEXTS):
             samples = context_samples(protocols[ctx], data_root, "test")
@@ -220,7 +223,8 @@ def train_head(
             imgs = _low_tensors(samples, settings.crop, settings.seed + 1, with_crop=view == "crop")
             if view == "crop":
                 imgs = imgs[1::2]
-            p = pred.logits_from_features(_features(pred, imgs)).argmax(1).numpy()
+            with torch.no_grad():
+                p = pred.logits_from_features(_features(pred, imgs)).argmax(1).numpy()
             ys += [k] * len(imgs)
             ps += p.tolist()
         m = confusion(np.array(ys), np.array(ps))
@@ -235,6 +239,5 @@ def train_head(
             f"accuracy {record[f'test_{view}']['accuracy']:.4f} on {len(ys)}"
         )
     record["seconds"] = time.perf_counter() - t0
-    torch.save(pred.head_state(), out / "context_head.pt")
     (out / "context_eval.json").write_text(json.dumps(record, indent=1))
     return record

@@ -78,12 +78,16 @@ class CALSDataOptions:
     cals-general). ``per_context``: items per context per epoch (0 = every training sample once).
     ``val_per_context``: validation images per context (from the val part, by seeded hash order).
     ``contexts``: which contexts to train on (all three by default).
+    ``face_jitter``: when >= 0, face crops are centred (UTKFace faces are aligned and centred) and shifted
+    by at most this many pixels, so that the whole face, and with it L_id, is in most crops; -1 draws face
+    crops uniformly like the others.
     """
 
     protocols: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROTOCOLS))
     contexts: list[str] = field(default_factory=lambda: list(CONTEXTS))
     per_context: int = 0
     val_per_context: int = 8
+    face_jitter: int = -1
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.contexts if c not in CONTEXTS]
@@ -92,17 +96,24 @@ class CALSDataOptions:
         missing = [c for c in self.contexts if c not in self.protocols]
         if missing:
             raise ValueError(f"protocols: no protocol for context(s) {missing}")
-        if self.per_context < 0 or self.val_per_context < 0:
-            raise ValueError("per_context and val_per_context must be >= 0")
+        if self.per_context < 0 or self.val_per_context < 0 or self.face_jitter < -1:
+            raise ValueError("per_context and val_per_context must be >= 0, face_jitter >= -1")
 
 
 class ContextCrops(torch.utils.data.Dataset):
     """Items ``(index, step, slot) -> low/high crop, context label, attributes, id``."""
 
     def __init__(
-        self, entries: list[tuple[int, Sample]], crop: int, flips: bool, seed: int, cache: bool = True
+        self,
+        entries: list[tuple[int, Sample]],
+        crop: int,
+        flips: bool,
+        seed: int,
+        cache: bool = True,
+        face_jitter: int = -1,
     ) -> None:
         self.entries, self.crop, self.flips, self.seed = entries, crop, flips, seed
+        self.face_jitter = face_jitter
         self.cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -126,6 +137,10 @@ class ContextCrops(torch.utils.data.Dataset):
             raise DataError(f"{s.sample_id}: image {w}x{h} is smaller than the {c}x{c} training crop")
         rng = np.random.default_rng([self.seed, step, slot])
         top, left = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+        if ctx == CONTEXTS.index("face") and self.face_jitter >= 0:
+            j = self.face_jitter
+            top = min(max((h - c) // 2 + int(rng.integers(-j, j + 1)), 0), h - c)
+            left = min(max((w - c) // 2 + int(rng.integers(-j, j + 1)), 0), w - c)
         flip = bool(rng.random() < 0.5) and self.flips
         lo, hi = low[top : top + c, left : left + c], high[top : top + c, left : left + c]
         if flip:
@@ -184,5 +199,5 @@ def cals_contexts_source(
         + "; the test parts are never read"
     )
     root = Path(data_root)
-    dataset = ContextCrops(entries, data.crop, data.flips, seed, data.cache_images)
+    dataset = ContextCrops(entries, data.crop, data.flips, seed, data.cache_images, opts.face_jitter)
     return SourceData(root, desc, ids, dataset, val, info)
