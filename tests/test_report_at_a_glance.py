@@ -280,7 +280,27 @@ def test_leaderboard_columns_and_exports(board):
     for name in ("quality-vs-speed.png", "quality-vs-disparity.png"):
         with Image.open(folder / "leaderboard-plots" / name) as im:
             assert im.size[0] > 300 and im.size[1] > 200
-    assert 'badge failed">off</span>' in html  # the paper figure is flagged on the page
+    assert 'badge failed">off</span>' in html  # the paper figure is flagged on the page, with why
+    assert '<div class="why muted">no known reason: see the model card</div>' in html
+
+
+def test_environment_names_the_cpu_and_its_load():
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from cals_bench.engine import environment
+
+    env = environment(torch.device("cpu"))
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+        if names:
+            assert env["device_name"] == names[0]
+    assert env["cpu_count"] == os.cpu_count()
+    assert env["load_average"] is None or (math.isfinite(env["load_average"]) and env["load_average"] >= 0)
 
 
 def test_run_json_carries_the_audit_headline(board, tmp_path):

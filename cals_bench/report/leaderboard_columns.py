@@ -225,6 +225,8 @@ def _html_agreements(items: list[Agreement], with_kind: bool) -> dict[str, Any]:
                 "diff": diff,
                 "off": a.ok is False,
                 "ok": a.ok is True,
+                # a flagged difference says why, on the page (the tooltip adds the source)
+                "why": (a.entry.note or "no known reason: see the model card") if a.ok is False else "",
             }
         )
     title = " | ".join(agreement_text(a, _reported) for a in items)
