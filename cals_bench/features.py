@@ -263,7 +263,10 @@ def share_backbones(metrics: list[Any], extractors: list[FeatureExtractor]) -> i
 
     An ``alexnet-pooled`` extractor uses the run's LPIPS-alex metric (same backbone weights and
     normalisation) as its backbone; that metric then keeps its last batch's features until the next
-    batch. The engine calls this once per run, after building both. Returns the number of links made.
+    batch. An ``identity-*`` extractor uses the face pipeline of the run's ``id_sim`` metric when their
+    recogniser and detector settings are the same, so each aligned output crop is embedded once (the
+    pipeline remembers recent crop embeddings by content). The engine calls this once per run, after
+    building both. Returns the number of links made.
     """
     from cals_bench.metrics.lpips import LearnedPerceptualImagePatchSimilarity
 
@@ -276,7 +279,27 @@ def share_backbones(metrics: list[Any], extractors: list[FeatureExtractor]) -> i
             ext._lpips = lpips_alex
             lpips_alex.keep_features = True
             links += 1
+        elif isinstance(ext, IdentityFeatures):
+            pipeline = _same_face_pipeline(metrics, ext.pipeline)
+            if pipeline is not None:  # one detector + recogniser: each aligned crop is embedded once
+                pipeline.cache = ext.pipeline.cache if pipeline.cache is None else pipeline.cache
+                ext.pipeline = pipeline
+                links += 1
     return links
+
+
+def _same_face_pipeline(metrics: list[Any], pipeline: FacePipeline) -> FacePipeline | None:
+    """The face pipeline of a metric (``id_sim``) with the same recogniser and detector settings, if any."""
+    for m in metrics:
+        other = getattr(m, "pipeline", None)
+        if (
+            isinstance(other, FacePipeline)
+            and other.backend == pipeline.backend
+            and other.recognizer.options == pipeline.recognizer.options
+            and other.detector.preprocessing == pipeline.detector.preprocessing
+        ):
+            return other
+    return None
 
 
 register_extractor("identity-sface", lambda: IdentityFeatures("sface"))

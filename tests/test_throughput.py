@@ -86,3 +86,50 @@ def test_no_groups_no_gpi_features(tmp_path, shared_weights, count_backbone):
     assert result.meta["features"] == []
     assert count_backbone["images"] == 2 * result.meta["n_samples"]
     assert store.feature_names(result.run_id) == []
+
+
+def test_id_sim_and_identity_features_embed_each_crop_once(tmp_path, shared_weights, monkeypatch):
+    from cals_bench.face.recognize import FaceRecognizer
+    from cals_bench.features import build_extractor
+    from cals_bench.metrics import SampleContext
+
+    crops = {"n": 0}
+    real = FaceRecognizer.embed
+
+    def counted(self, faces):
+        crops["n"] += len(faces)
+        return real(self, faces)
+
+    monkeypatch.setattr(FaceRecognizer, "embed", counted)
+    proto = _demo_variant(tmp_path, gpi_features=["identity-sface"])
+    spec = yaml.safe_load((tmp_path / "demo-throughput.yaml").read_text())
+    spec["metrics"] = ["id_sim"]
+    spec["metric_options"] = {"id_sim": {"backend": "sface"}}
+    spec["face_samples"] = {"context": ["face"]}
+    (tmp_path / "demo-throughput.yaml").write_text(yaml.safe_dump(spec))
+    proto = protocol_mod.load_file(tmp_path / "demo-throughput.yaml")
+    store = Store(tmp_path / "results")
+    result = evaluate(proto, "gamma", {"gamma": 2.0}, store=store, progress=False)  # output != input
+    ids, ref, out = store.features(result.run_id, "identity-sface")
+    n_faces = len(ids)
+    assert n_faces == 1  # the demo's one face sample (astronaut)
+    # reference, output and input crop, once each (before: the extractor embedded the output again)
+    assert crops["n"] == 3 * n_faces
+
+    # the shared embedding equals an extractor of its own on the saved output (1e-6: batch composition)
+    ext = build_extractor("identity-sface")
+    assert ext.available()[0]
+    sid = ids[0]
+    high = [s for s in proto_samples(proto) if s.sample_id == sid][0]
+    ctx = [SampleContext(sid, "own-reference-key", None, {})]
+    own_ref = ext.extract(to_tensor(high.load()[1])[None], ctx, role="reference")
+    own_out = ext.extract(
+        to_tensor(read_rgb(result.run_dir / "outputs" / f"{output_name(sid)}.png"))[None], ctx
+    )
+    assert np.abs(own_ref - np.asarray(ref)).max() < 1e-6 and np.abs(own_out - np.asarray(out)).max() < 1e-6
+
+
+def proto_samples(proto):
+    from cals_bench.data.datasets import load_samples
+
+    return load_samples(proto, None)[1]

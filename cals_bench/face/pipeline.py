@@ -30,6 +30,7 @@ from cals_bench.face.recognize import FaceRecognizer, build_recognizer
 
 NO_FACE_REASON = "no face found in the reference (YuNet)"
 _RECENT_MAX = 20000
+_EMBEDDED_KEEP = 4096  # crop embeddings remembered (a few batches' outputs and inputs; ~2 KiB each)
 
 
 def to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
@@ -76,6 +77,9 @@ class FacePipeline:
         self.detector = YuNetDetector(**(detector_options or {}))
         self.cache: Any = None
         self._recent: OrderedDict[str, ReferenceFace] = OrderedDict()
+        # embeddings of the latest aligned crops, by crop content: a metric and a GPI feature extractor that
+        # share this pipeline (features.share_backbones) embed each output once per run
+        self._embedded: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     # -- set-up -----------------------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -200,7 +204,19 @@ class FacePipeline:
         if not images:
             return np.zeros((0, self.recognizer.dim), dtype=np.float32)
         crops = np.stack([warp_face(img, m) for img, m in zip(images, matrices)])
-        return self.recognizer.embed(crops)
+        digests = [hashlib.sha1(c.tobytes()).digest() + repr(c.shape).encode() for c in crops]
+        out = np.zeros((len(crops), self.recognizer.dim), dtype=np.float32)
+        todo = [i for i, d in enumerate(digests) if d not in self._embedded]
+        if todo:
+            new = self.recognizer.embed(crops[todo])
+            for j, i in enumerate(todo):
+                self._embedded[digests[i]] = new[j]
+        for i, d in enumerate(digests):
+            out[i] = self._embedded[d]
+            self._embedded.move_to_end(d)
+        while len(self._embedded) > _EMBEDDED_KEEP:
+            self._embedded.popitem(last=False)
+        return out
 
     def input_embeddings(
         self, inputs: list[np.ndarray], matrices: list[np.ndarray], reference_keys: list[str]
