@@ -391,11 +391,16 @@ def test_a_model_that_exits_fails_the_run_with_its_name(tmp_path, proto, call, n
     data = make_pairs(tmp_path / "d", n=3)
     model = write_model(tmp_path / "quits.py", f"import os, sys\n{call}\nreturn x", name="quitter")
     results = tmp_path / "r"
-    cmd = _cli(results, "run", "--protocol", proto, "--model", f"{model}:Model", "--data-root", data,
-               "--batch-size", "1", "--no-report", "--quiet")  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, (done.returncode, done.stderr)
-    assert named in done.stderr and "quitter" in done.stderr
+    args = ["run", "--protocol", proto, "--model", f"{model}:Model", "--data-root", data, "--batch-size", "1",
+            "--no-report", "--quiet"]  # fmt: skip
+    if call.startswith("os._exit"):  # a process of its own: were the guard to fail, os._exit ends it
+        done = subprocess.run(_cli(results, *args), capture_output=True, text=True, timeout=300)
+        code, stderr = done.returncode, done.stderr
+    else:
+        res = _run(*args, "--results", results)
+        code, stderr = res.exit_code, res.stderr
+    assert code == 2, (code, stderr)
+    assert named in stderr and "quitter" in stderr
     with sqlite3.connect(results / "index.sqlite") as con:
         assert con.execute("SELECT status FROM runs").fetchall() == [("stopped",)]
 
@@ -534,17 +539,18 @@ def test_metric_options_must_name_a_metric_of_the_protocol(tmp_path):
 # 11. stdout belongs to the JSON
 
 
-def test_model_prints_do_not_reach_json_stdout(tmp_path, proto):
+def test_model_prints_do_not_reach_json_stdout(tmp_path, proto, capfd):
     data = make_pairs(tmp_path / "d", n=2)
     body = "import os\nprint('hello from print')\nos.write(1, b'raw fd write\\n')\nreturn x"
     model = write_model(tmp_path / "chatty.py", body)
-    cmd = _cli(tmp_path / "r", "run", "--protocol", proto, "--model", f"{model}:Model", "--data-root", data,
-               "--json", "--no-report")  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    payload = _strict_json(done.stdout)
+    res = _run("run", "--protocol", proto, "--model", f"{model}:Model", "--data-root", data,
+               "--results", tmp_path / "r", "--json", "--no-report")  # fmt: skip
+    fds = capfd.readouterr()  # what reached file descriptors 1 and 2 (CliRunner captures only sys.stdout)
+    assert res.exit_code == 0, res.output
+    payload = _strict_json(res.stdout)  # Python's print went to stderr, not into the JSON
     assert payload["metrics"]["psnr"]["count"] == 2
-    assert "hello from print" in done.stderr and "raw fd write" in done.stderr
+    assert "hello from print" in res.stderr and "hello from print" not in res.stdout
+    assert "raw fd write" in fds.err and "raw fd write" not in fds.out
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -600,12 +606,12 @@ def test_two_identical_runs_at_once(tmp_path, proto):
         deadline = time.time() + 120
         while time.time() < deadline and not list(results.glob("runs/*/run.json")):
             time.sleep(0.05)
-        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        second = _run(*cmd[3:])  # the same command in this process (the same run key: a model file's
+        # module name is stable across processes)
     finally:
         release.write_text("go")
         first.wait(timeout=300)
-    assert second.returncode == 2, second.stderr
-    assert "in progress in another process" in second.stderr and "Traceback" not in second.stderr
+    assert "in progress in another process" in _one_line_error(second)
     assert first.returncode == 0, first.stderr.read()
     with sqlite3.connect(results / "index.sqlite") as con:
         assert con.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 12
