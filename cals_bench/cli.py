@@ -369,9 +369,11 @@ def metrics_list():
         except Exception as exc:  # noqa: BLE001
             ok, reason = False, str(exc)
         cols = ", ".join(
-            f"{c} {'(higher better)' if hib else '(lower better)'}" for c, hib in cls.columns.items()
+            f"{c} {'(no direction)' if hib is None else '(higher better)' if hib else '(lower better)'}"
+            for c, hib in cls.columns.items()
         )
         flag = " [diagnostic]" if cls.diagnostic else ""
+        flag += "" if cls.needs_reference else " [no reference]"
         click.echo(f"{name:<14}{cols}{flag}  {cls.summary}")
         if not ok:
             click.echo(f"{'':<14}unavailable: {reason}")

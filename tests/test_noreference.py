@@ -213,6 +213,13 @@ def test_paired_protocol_with_a_no_reference_column(tmp_path, shared_weights):
     assert (scores["niqe_delta"] == 0).all()  # identity: output == input
     meta = next(m for m in res.meta["metrics"] if m["name"] == "niqe")
     assert meta["needs_reference"] is False
+    # the audit's groups (demo: by context) cover the no-reference column like any other
+    from cals_bench.audits import audit_run
+
+    result, _ = audit_run(store, res.meta)
+    rows = result.groups[(result.groups["metric"] == "niqe") & (result.groups["grouping"] == "context")]
+    assert sorted(rows["group"]) == ["face", "general", "medical"]
+    assert math.isclose(rows["n"].sum(), len(scores))
 
 
 def test_dicm_protocol_pins_the_shared_files(shared_dir):
