@@ -17,6 +17,14 @@ This reproduces LIVE's MATLAB release (``niqe_release``: ``computequality.m``, `
    ``sqrt((mu_p - mu_d) pinv((C_p + C_d) / 2) (mu_p - mu_d)')`` to the pristine model (MATLAB's ``pinv``
    tolerance ``max(size) * norm * eps``).
 
+One deliberate difference: where a whole 7x7 neighbourhood is one grey level (saturated or posterised
+regions), the exact MSCN value is 0, and so is the half-scale image's deviation from that grey level where
+the bicubic support is flat; floating point leaves +-1e-14 there, whose sign (which decides the AGGD half a
+pixel joins) depends on the grey level and on the summation order of the library (MATLAB's, NumPy's).
+Such pixels are set to the exact values, so that NIQE does not depend on the machine. On the TID2013
+calibration images the original MATLAB code is matched to 3e-13 where nothing is flat (I04) and within
+0.030 elsewhere (I19, 30% flat), while giving those pixels a +-1e-15 sign instead moves I19 by up to 0.5.
+
 The pristine model (``mu_prisparam``, ``cov_prisparam`` of ``modelparameters.mat``) is the registered
 weight file ``iqa/niqe-pris-params`` (BasicSR's ``niqe_pris_params.npz``). Lower is better. Images
 smaller than 96 pixels on a side have no block: the value is NaN with that reason.
