@@ -409,6 +409,8 @@ def runs_list(protocol, results, as_json):
     elif df.empty:
         click.echo("no runs")
     else:
+        if "protocol_hash" in df:
+            df = df.assign(protocol_hash=df["protocol_hash"].astype(str).str[:12])
         click.echo(df.to_string(index=False))
 
 
