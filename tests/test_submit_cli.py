@@ -52,10 +52,12 @@ def _expected_psnr(data: Path, fn) -> float:
     return float(np.mean(vals))
 
 
-def test_wrapper_and_outputs_reach_the_html_leaderboard(tmp_path):
+def test_wrapper_and_outputs_reach_the_html_leaderboard(tmp_path, monkeypatch):
     need_bwrap()
     assert REPO not in tmp_path.parents
     data, proto, results = tiny_world(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    results = results.relative_to(tmp_path)  # a relative --results, as typed
     model = write(tmp_path / "entry" / "my_net.py", NET)
     runner = CliRunner()
 

@@ -212,7 +212,7 @@ class Worker:
         env: dict[str, str] | None = None,
     ) -> None:
         self.spec, self.args = spec, dict(args)
-        self.folder = Path(folder)
+        self.folder = Path(folder).resolve()  # bwrap binds need absolute paths (--results may be relative)
         self.isolation = isolation
         self.limits = limits or Limits()
         self.binds = list(binds or [])
