@@ -194,32 +194,48 @@ def test_identity_on_unpaired_has_zero_deltas(tmp_path, shared_dir, shared_weigh
         assert scores[col] == 0.0
 
 
-def test_paired_protocol_with_a_no_reference_column(tmp_path, shared_weights):
+PAIRED_WITH_NR = """
+name: paired-with-niqe
+version: 1
+title: synthetic pairs with a no-reference column, grouped
+dataset:
+  layout: synthetic
+  clean_dir: images
+  manifest: groups.csv
+preprocess: {resize: [192, 192], resize_mode: center-crop, interpolation: area}
+metrics: [psnr, niqe]
+audit: {group_by: [grp], min_group_size: 2, bootstrap: 50, permutations: 50, gpi_metric: null}
+batch_size: 4
+"""
+
+
+def test_paired_protocol_with_a_no_reference_column(tmp_path, shared_dir, shared_weights):
     from cals_bench import protocol as protocols
+    from cals_bench.audits import audit_run
     from cals_bench.engine import evaluate
     from cals_bench.store import Store
 
+    root = _folder(tmp_path, shared_dir, ("01.jpg", "02.jpg", "03.jpg", "04.jpg"))
+    (root / "images").mkdir()
+    for p in sorted(root.glob("*.jpg")):
+        p.rename(root / "images" / p.name)
+    (root / "groups.csv").write_text("image,grp\n01.jpg,a\n02.jpg,a\n03.jpg,b\n04.jpg,b\n")
+    (tmp_path / "p.yaml").write_text(PAIRED_WITH_NR)
     store = Store(tmp_path / "results")
     res = evaluate(
-        protocols.load("demo"),
-        "identity",
-        store=store,
-        progress=False,
-        extra_metrics=("niqe",),
-        save_outputs=True,
+        protocols.load(str(tmp_path / "p.yaml")), "identity", data_root=root, store=store, progress=False
     )
     scores = store.scores(res.run_id).pivot(index="sample_id", columns="metric", values="value")
-    assert {"psnr", "niqe", "niqe_delta"} <= set(scores)
+    assert {"psnr", "niqe", "niqe_delta"} <= set(scores) and len(scores) == 4
     assert (scores["niqe_delta"] == 0).all()  # identity: output == input
     meta = next(m for m in res.meta["metrics"] if m["name"] == "niqe")
     assert meta["needs_reference"] is False
-    # the audit's groups (demo: by context) cover the no-reference column like any other
-    from cals_bench.audits import audit_run
-
+    # the audit's groups cover the no-reference column like any other
     result, _ = audit_run(store, res.meta)
-    rows = result.groups[(result.groups["metric"] == "niqe") & (result.groups["grouping"] == "context")]
-    assert sorted(rows["group"]) == ["face", "general", "medical"]
-    assert math.isclose(rows["n"].sum(), len(scores))
+    rows = result.groups[(result.groups["metric"] == "niqe") & (result.groups["grouping"] == "grp")]
+    assert sorted(rows["group"]) == ["a", "b"] and rows["n"].tolist() == [2, 2]
+    mean_a = rows.loc[rows["group"] == "a", "mean"].item()
+    assert math.isclose(mean_a, scores.loc[["01", "02"], "niqe"].mean(), rel_tol=1e-12)
 
 
 def test_dicm_protocol_pins_the_shared_files(shared_dir):
