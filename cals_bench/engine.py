@@ -727,9 +727,9 @@ def _score(
             bar.update(len(batch))
             continue
         idx = torch.tensor(good, device=dev)
-        out_q = quantize(out.index_select(0, idx))
-        high_g = None if high is None else high.index_select(0, idx)
-        low_g = low.index_select(0, idx)
+        out_q = quantize(_rows(out, good, idx))
+        high_g = None if high is None else _rows(high, good, idx)
+        low_g = _rows(low, good, idx)
         gsamples = [batch[i] for i in good]
         contexts = [
             SampleContext(s.sample_id, s.reference_key(), low_g[j], s.attributes)
@@ -779,6 +779,11 @@ def _run_model(enhancer: Enhancer, low: torch.Tensor, high: torch.Tensor, seed: 
     return out[..., :h, :w], ms
 
 
+def _rows(t: torch.Tensor, sel: list[int], idx: torch.Tensor) -> torch.Tensor:
+    """``t``'s rows ``sel`` (``idx`` on its device): ``t`` itself when that is every row (no copy)."""
+    return t if len(sel) == t.shape[0] and sel == list(range(len(sel))) else t.index_select(0, idx)
+
+
 def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
     face = _face_mask(protocol, samples)
     rows = [
@@ -791,9 +796,9 @@ def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
             continue
         idx = torch.tensor(sel, device=out_q.device)
         try:
-            values = metric.score_batch(
-                out_q.index_select(0, idx),
-                None if high is None else high.index_select(0, idx),
+            values = metric.score_batch(  # metrics read their inputs and never modify them
+                _rows(out_q, sel, idx),
+                None if high is None else _rows(high, sel, idx),
                 [contexts[i] for i in sel],
             )
             reasons = getattr(metric, "last_reasons", None) or [None] * len(sel)
