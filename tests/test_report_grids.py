@@ -61,7 +61,10 @@ def test_thumbnail_downscales_only():
 def test_escapes():
     from cals_bench.report.tables import csv_text, escape_latex, escape_markdown
 
-    assert escape_markdown('<b>"a"|*x*_</b> & \\') == r"&lt;b&gt;&quot;a&quot;\|\*x\*\_&lt;/b&gt; &amp; \\"
+    # Markdown is plain text (no HTML entities): a '<' that could open a tag and an '&' that could start an
+    # entity are backslash-escaped, as are the Markdown specials; a lone '<' or '&' reads as typed.
+    assert escape_markdown('<b>"a"|*x*_</b> & \\') == r'\<b>"a"\|\*x\*\_\</b> & \\'
+    assert escape_markdown("a &amp; b < c") == r"a \&amp; b < c"
     assert escape_latex("50% of $x_1$ & {y} #2 ~ ^ \\ <>\"'") == (
         r"50\% of \$x\_1\$ \& \{y\} \#2 \textasciitilde{} \textasciicircum{} \textbackslash{} "
         r"\textless{}\textgreater{}\textquotedbl{}\textquotesingle{}"

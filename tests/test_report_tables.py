@@ -202,7 +202,10 @@ def test_comparison_and_cli(runs):
     cli = CliRunner()
     out = cli.invoke(compare, [runs["gamma"], runs["identity"], *common])
     assert out.exit_code == 0, out.output
-    page = Path(out.output.strip())
+    # compare prints the per-group table, then the page's path on the last line
+    page = Path(out.output.strip().splitlines()[-1])
+    assert "| overall | all | A - B (paired) |" in out.output
+    assert (page.parent / "group_table.md").read_text(encoding="utf-8").strip() in out.output
     table = pd.read_csv(page.parent / "compare.csv")
     overall = table[(table["metric"] == "psnr") & (table["grouping"] == "overall")].iloc[0]
     a = store.scores(runs["gamma"]).query("metric == 'psnr'").set_index("sample_id")["value"]
