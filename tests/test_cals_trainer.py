@@ -372,3 +372,19 @@ def test_across_seeds_matches_the_t_interval():
     assert (s["ci_low"], s["ci_high"]) == pytest.approx((2.0 - half, 2.0 + half))
     one = across_seeds([5.0])
     assert one["mean"] == 5.0 and math.isnan(one["sd"]) and math.isnan(one["ci_low"])
+
+
+def test_input_gain_starts_from_the_exposure_corrected_input():
+    from reference_models.cals.network import UNet
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 20, 28) * 0.1
+    want = (x * (0.45 / x.mean(dim=(1, 2, 3), keepdim=True))).clamp(1e-3, 1 - 1e-3)
+    net = UNet(4, 3, input_gain=True)
+    assert torch.allclose(net(x), want, atol=1e-6)
+    # it trains like any U-Net: one step moves the output
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    loss = (net(x) - 0.3).abs().mean()
+    loss.backward()
+    opt.step()
+    assert not torch.allclose(net(x), want, atol=1e-4)

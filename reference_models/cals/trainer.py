@@ -64,6 +64,7 @@ class CALSConfig:
 
     - ``width``, ``depth``: the U-Net (stage widths ``width * 2**k``); the paper's network is a U-Net of
       the usual size (32, 4); the CPU config uses (16, 4).
+    - ``input_gain``: the U-Net's global exposure skip (see :mod:`.network`); on in the CPU configs.
     - ``scheduler``: ``context`` (CALS) or ``fixed`` (the baseline: the row ``fixed_row`` of ``weights``,
       ``mean`` = the mean row, for every sample).
     - ``context``: ``predicted`` (the context predictor on the low-light input) or ``oracle`` (labels).
@@ -80,6 +81,7 @@ class CALSConfig:
 
     width: int = 32
     depth: int = 4
+    input_gain: bool = False
     scheduler: Literal["context", "fixed"] = "context"
     fixed_row: str = "mean"
     context: Literal["predicted", "oracle"] = "predicted"
@@ -111,7 +113,7 @@ class CALSModel(TrainableModel):
     def __init__(self, config: CALSConfig) -> None:
         super().__init__()
         self.config = config
-        self.unet = UNet(config.width, config.depth)
+        self.unet = UNet(config.width, config.depth, config.input_gain)
         self.alex = AlexFeatures(pretrained=config.pretrained)
         self.identity = IdentityLoss(pretrained=config.pretrained)
         self.context = ContextPredictor(self.alex)
