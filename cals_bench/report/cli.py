@@ -120,26 +120,55 @@ def leaderboard(protocol_name, protocol_version, fmt, out, no_audits, protocol_h
 @click.argument("run_a")
 @click.argument("run_b")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder.")
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="ATTR=VALUE",
+    help="Per-group table on the samples with this attribute value only (repeatable), e.g. context=face.",
+)
+@click.option(
+    "--group-by",
+    "group_by",
+    multiple=True,
+    help="Per-group table grouped by these attributes instead of the protocol's (repeatable; a*b for cells).",
+)
 @results_option
 @reports_option
-def compare(run_a, run_b, out, results, reports_dir):
+def compare(run_a, run_b, out, where, group_by, results, reports_dir):
     """Compare two runs of one protocol: paired differences per metric and group, with paired tests.
 
     Also prints the per-group table (the CALS paper's Table 1 layout for cals-contexts: each group's means
     with intervals for both runs, the paired difference and tests; then GPI per group, gpi_sum, gpi_gap
-    and p for both runs) and writes it beside the page as group_table.md.
+    and p for both runs) and writes it beside the page as group_table.md. --where and --group-by compute
+    that table (audit and paired tests afresh, the protocol's other settings) on a subset with other groups.
 
     \b
-    Example:
+    Examples:
       cals-bench compare lol-v1__zero-dce lol-v1__identity
+      cals-bench compare RUN_A RUN_B --where context=face --group-by race --group-by gender
     """
+    from cals_bench.errors import CalsBenchError
     from cals_bench.report import render_comparison
     from cals_bench.report.group_table import group_table, to_markdown
 
+    pairs = {}
+    for item in where:
+        if "=" not in item:
+            raise CalsBenchError(f"--where {item!r}: expected ATTR=VALUE")
+        k, v = item.split("=", 1)
+        pairs[k.strip()] = v.strip()
     store = _store(results)
     page = render_comparison(store, run_a, run_b, out, root=reports_dir)
-    text = to_markdown(group_table(store, run_a, run_b))
-    Path(page).parent.joinpath("group_table.md").write_text(text, encoding="utf-8")
+    subset = pairs or group_by
+    text = to_markdown(
+        group_table(store, run_a, run_b, where=pairs or None, group_by=list(group_by) if group_by else None)
+    )
+    name = "group_table.md"
+    if subset:
+        tag = "_".join([f"{k}-{v}" for k, v in pairs.items()] + [g.replace("*", "x") for g in group_by])
+        name = f"group_table_{''.join(c if c.isalnum() or c in '-_' else '-' for c in tag)}.md"
+    Path(page).parent.joinpath(name).write_text(text, encoding="utf-8")
     click.echo(text)
     click.echo(str(page))
 

@@ -11,9 +11,11 @@ permutation p-value. ``cals-bench compare RUN_A RUN_B`` prints this and writes i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cals_bench import audits
@@ -51,13 +53,65 @@ def _method(meta: dict[str, Any]) -> str:
     return str(name or meta["run_id"])
 
 
-def group_table(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
+def _subset(store: Store, meta: dict[str, Any], settings, where: dict[str, str]):
+    """Records, attributes and features of a run restricted to the samples whose attributes match ``where``."""
+    run_id = meta["run_id"]
+    attrs = audits.attributes_frame(store.samples(run_id))
+    keep = pd.Series(True, index=attrs.index)
+    for k, v in where.items():
+        keep &= attrs[k].astype(str) == str(v) if k in attrs.columns else False
+    ids = set(attrs.index[keep])
+    records = audits.finite_records(store.scores(run_id))[0]
+    records = records[records["sample_id"].isin(ids)]
+    feats = {}
+    for name, (ref, out, fids) in audits._features(store, run_id).items():
+        mask = np.array([i in ids for i in fids])
+        if mask.any():
+            feats[name] = (ref[mask], out[mask], [i for i, m in zip(fids, mask) if m])
+    return records, attrs.loc[sorted(ids)], feats
+
+
+def _audit(store: Store, meta: dict[str, Any], where: dict[str, str] | None, group_by: list[str] | None):
+    if not where and group_by is None:
+        aud, _ = audits.load_audit(store, meta["run_id"])
+        return aud, audits.settings_for(meta)[0]
+    from cals_bench.fairness import audit
+
+    settings, _ = audits.settings_for(meta)
+    if group_by is not None:
+        settings = dataclasses.replace(settings, group_by=tuple(group_by))
+    records, attrs, feats = _subset(store, meta, settings, where or {})
+    directions = dict(meta.get("metric_directions") or {})
+    return audit(records, attrs, settings, directions=directions, features=feats or None), settings
+
+
+def group_table(
+    store: Store,
+    run_a: str,
+    run_b: str,
+    *,
+    where: dict[str, str] | None = None,
+    group_by: list[str] | None = None,
+) -> dict[str, Any]:
     """``{"rows": [...], "paired": [...], "gpi": [...], "gpi_summary": [...], "metrics": [...], ...}`` for
-    two runs of one protocol version (plain records, for text/Markdown rendering and JSON)."""
+    two runs of one protocol version (plain records, for text/Markdown rendering and JSON).
+
+    ``where`` (e.g. ``{"context": "face"}``) restricts both runs to the samples with those attributes, and
+    ``group_by`` replaces the protocol's groupings (e.g. race, gender within the face context of a
+    ``cals-contexts`` run): the audit and the paired comparison are then computed afresh on that subset
+    with the protocol's other settings."""
     meta_a, meta_b = store.get_run(run_a), store.get_run(run_b)
-    aud_a, _ = audits.load_audit(store, meta_a["run_id"])
-    aud_b, _ = audits.load_audit(store, meta_b["run_id"])
-    table, settings = audits.compare_runs(store, meta_a, meta_b, ("A", "B"))
+    aud_a, settings = _audit(store, meta_a, where, group_by)
+    aud_b, _ = _audit(store, meta_b, where, group_by)
+    if where or group_by is not None:
+        from cals_bench.fairness import compare
+
+        rec_a, attrs, _ = _subset(store, meta_a, settings, where or {})
+        rec_b, _, _ = _subset(store, meta_b, settings, where or {})
+        directions = {**(meta_b.get("metric_directions") or {}), **(meta_a.get("metric_directions") or {})}
+        table = compare(rec_a, rec_b, attrs, settings, directions=directions, label_a="A", label_b="B")
+    else:
+        table, settings = audits.compare_runs(store, meta_a, meta_b, ("A", "B"))
     metrics = [m for m in METRIC_ORDER if m in set(aud_a.groups["metric"])]
     metrics += [m for m in aud_a.groups["metric"].unique() if m not in metrics and not m.endswith("_input")]
     rows = []
@@ -88,6 +142,7 @@ def group_table(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
     ]
     return {
         "protocol": meta_a["protocol"],
+        "subset": {"where": dict(where or {}), "group_by": list(settings.group_by)},
         "runs": {"A": meta_a["run_id"], "B": meta_b["run_id"]},
         "methods": {"A": _method(meta_a), "B": _method(meta_b)},
         "metrics": metrics,
@@ -111,8 +166,10 @@ def to_markdown(t: dict[str, Any]) -> str:
     pct = f"{round(t['confidence'] * 100)}%"
     metrics = t["metrics"]
     p = t["protocol"]
+    sub = t.get("subset", {}).get("where")
+    within = f" (samples with {', '.join(f'{k}={v}' for k, v in sub.items())})" if sub else ""
     lines = [
-        f"### {p['name']} v{p['version']}: A = {t['methods']['A']} ({t['runs']['A']}), "
+        f"### {p['name']} v{p['version']}{within}: A = {t['methods']['A']} ({t['runs']['A']}), "
         f"B = {t['methods']['B']} ({t['runs']['B']})",
         "",
         f"Means with {pct} percentile-bootstrap intervals; paired difference A - B with its {pct} interval and "
