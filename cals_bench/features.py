@@ -234,7 +234,7 @@ class AlexNetPooledFeatures(FeatureExtractor):
                     maps = self.cache.get(metric.cache_key(ctx))
                     if maps is not None:
                         hit = {
-                            "pooled": np.concatenate([maps[f"layer{k}"].mean(axis=(1, 2)) for k in range(5)])
+                            "pooled": np.concatenate([maps[f"layer{k}"].mean(axis=(0, 1)) for k in range(5)])
                         }
                         self.cache.put(keys[i], hit)
                 if hit is None:

@@ -10,8 +10,8 @@ The computation is the ``lpips`` package's ``LPIPS(net=..., version="0.1")`` for
    (``lpips/v0.1-*``, 1x1 convolutions without bias), averaged over space, and summed over the five layers.
 Lower is more similar. Known answers (README of richzhang/PerceptualSimilarity, alex): 0.722 and 0.137.
 
-The reference side of step 3 is what :class:`~cals_bench.cache.FeatureCache` stores, so a reference seen
-before costs no backbone pass.
+The reference side of step 3 is what :class:`~cals_bench.cache.FeatureCache` stores (one ``(h, w, C)``
+array per layer), so a reference seen before costs no backbone pass.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 EPS = 1e-10
 # Bump when the cached feature values would change (layer list, normalisation, input mapping, memory
-# layout: 2 = channels-last convolutions on the CPU, features within 3e-6 of version 1's).
-FEATURES_VERSION = 2
+# layout). 2: channels-last convolutions on the CPU (features within 3e-6 of version 1's); 3: stored
+# (h, w, C), so that a cached map is a zero-copy channels-last tensor like the outputs' features.
+FEATURES_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,11 @@ def _as_tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a)
 
 
+def _chw(hwc: tuple[int, ...]) -> tuple[int, ...]:
+    """The (C, h, w) shape of a cached (h, w, C) map."""
+    return (hwc[2], hwc[0], hwc[1]) if len(hwc) == 3 else tuple(hwc)
+
+
 def preprocessing_tag(net: str) -> str:
     """Everything that determines the cached reference features besides the image and the weights."""
     return (
@@ -373,7 +379,7 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
             i
             for i in range(b)
             if cached[i] is not None
-            and [tuple(cached[i][f"layer{k}"].shape) for k in range(len(expected))] != expected
+            and [_chw(cached[i][f"layer{k}"].shape) for k in range(len(expected))] != expected
         ]
         if stale:  # a reference_key that does not match the image given: never trust such an entry
             warnings.warn(
@@ -387,10 +393,15 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
                 cached[i] = None
         for i, per_layer in computed.items():
             if keys[i] is not None:
-                self.cache.put(keys[i], {f"layer{k}": t.cpu().numpy() for k, t in enumerate(per_layer)})
+                self.cache.put(
+                    keys[i], {f"layer{k}": t.cpu().permute(1, 2, 0).numpy() for k, t in enumerate(per_layer)}
+                )
         ref_f = []
         for k in range(len(out_f)):
-            rows = [computed[i][k] if i in computed else _as_tensor(cached[i][f"layer{k}"]) for i in range(b)]
+            rows = [
+                computed[i][k] if i in computed else _as_tensor(cached[i][f"layer{k}"]).permute(2, 0, 1)
+                for i in range(b)
+            ]
             ref_f.append(
                 rows[0].unsqueeze(0).to(self.device) if b == 1 else torch.stack(rows).to(self.device)
             )
