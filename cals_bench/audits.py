@@ -34,10 +34,8 @@ from cals_bench.fairness import (
 )
 from cals_bench.store import Store
 
-# Protocol ``audit:`` keys with another name in AuditSettings (protocol specs stored before the rename).
+# ``audit:`` keys of protocol specs stored by older versions, under their current names.
 _RENAMED = {"error_metric": "gpi_metric"}
-# Protocol keys that are not settings: ``gpi_features`` names the stored feature extractors to audit.
-_NOT_SETTINGS = ("gpi_features",)
 
 __all__ = [
     "DEFINITIONS",
@@ -54,10 +52,12 @@ __all__ = [
 
 
 def settings_for(meta: Mapping[str, Any]) -> tuple[AuditSettings, list[str]]:
-    """AuditSettings from a run's stored protocol spec, and notes on protocol keys that were not used.
+    """The run's audit settings (the protocol's ``audit`` section, one type: :class:`AuditSettings`), and
+    notes on stored keys that were not used.
 
-    Keys named like AuditSettings fields map one-to-one; older specs' ``error_metric`` is ``gpi_metric``
-    and, lacking ``gpi_seed``, their sliced-GPI projections are seeded with the audit seed.
+    A stored spec is what the protocol was when the run was made, so it is read leniently: older specs'
+    ``error_metric`` is ``gpi_metric`` and, lacking ``gpi_seed``, their sliced-GPI projections are seeded
+    with the audit seed; a key the settings no longer know is left out with a note.
     """
     spec = dict(meta["protocol"]["spec"].get("audit") or {})
     known = {f.name for f in dataclasses.fields(AuditSettings)}
@@ -66,12 +66,12 @@ def settings_for(meta: Mapping[str, Any]) -> tuple[AuditSettings, list[str]]:
     for key, value in spec.items():
         name = _RENAMED.get(key, key)
         if name in known:
-            values[name] = tuple(value) if name == "group_by" else value
-        elif key not in _NOT_SETTINGS:
+            values[name] = value
+        else:
             notes.append(f"protocol audit key {key!r} has no counterpart in the fairness settings (ignored)")
     if "gpi_seed" not in values and "seed" in values:
         values["gpi_seed"] = values["seed"]
-    return AuditSettings(**values), notes
+    return AuditSettings.from_mapping(values), notes
 
 
 def attributes_frame(samples: pd.DataFrame) -> pd.DataFrame:

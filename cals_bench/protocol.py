@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from cals_bench.audit_settings import AuditSettings
 from cals_bench.data.splits import SplitSpec
 from cals_bench.data.synthetic import DegradationSpec
 from cals_bench.errors import ProtocolError
@@ -109,7 +110,9 @@ class DatasetSpec:
 def _inside_root(rel: str, key: str) -> None:
     path = Path(rel)
     if rel and (path.is_absolute() or rel.startswith(("/", "\\")) or ".." in path.parts or ":" in rel):
-        raise ValueError(f"{key}: {rel!r} must be a relative path inside the data root (no '..', not absolute)")
+        raise ValueError(
+            f"{key}: {rel!r} must be a relative path inside the data root (no '..', not absolute)"
+        )
 
 
 @dataclass(frozen=True)
@@ -119,32 +122,6 @@ class PreprocessSpec:
     resize: tuple[int, int] | None = None
     resize_mode: Literal["stretch", "center-crop"] = "stretch"
     interpolation: Literal["area", "bicubic", "bilinear"] = "area"
-
-
-@dataclass(frozen=True)
-class AuditSpec:
-    """Fairness audit settings (the fields of :class:`cals_bench.fairness.AuditSettings`, see docs/fairness.md)
-    plus ``gpi_features``: the feature extractors whose reference/output distributions GPI compares.
-    ``cluster_by`` (e.g. ``patientid``) makes intervals resample and permutation tests permute whole
-    clusters (samples sharing that attribute), not samples."""
-
-    group_by: list[str] = field(default_factory=list)
-    min_group_size: int = 20
-    bootstrap: int = 1000
-    permutations: int = 1000
-    confidence: float = 0.95
-    alpha: float = 0.05
-    seed: int = 0
-    correction: Literal["holm", "none"] = "holm"
-    distance_interval: Literal["basic", "percentile"] = "basic"
-    gpi_metric: str | None = "lpips"
-    gpi_exact_max_n: int = 100
-    gpi_projections: int = 50
-    gpi_seed: int = 0
-    gpi_bootstrap: int | None = None
-    gpi_permutations: int | None = None
-    gpi_features: list[str] = field(default_factory=list)
-    cluster_by: str | None = added_field(None)
 
 
 @dataclass(frozen=True)
@@ -159,7 +136,8 @@ class Protocol:
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     face_samples: dict[str, list[str]] = field(default_factory=dict)
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
-    audit: AuditSpec = field(default_factory=AuditSpec)
+    # the one audit-settings type: the fairness package takes this object as it is (docs/fairness.md)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     batch_size: int = 4
     seed: int = 0
     changelog: dict[int, str] = field(default_factory=dict)
