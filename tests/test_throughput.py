@@ -133,3 +133,20 @@ def proto_samples(proto):
     from cals_bench.data.datasets import load_samples
 
     return load_samples(proto, None)[1]
+
+
+@pytest.mark.parametrize("shape", [(40, 600), (23, 2100)])  # row blocks; too wide for them: whole maps
+def test_cpu_ssim_paths_equal_scikit_image(shape):
+    from skimage.metrics import structural_similarity as sk_ssim
+
+    from cals_bench.metrics.fidelity import _TORCH_GRAIN, structural_similarity
+
+    assert (_TORCH_GRAIN // (4 * shape[1]) >= 4) == (shape[1] == 600)
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
+    ours = float(structural_similarity(to_tensor(a)[None], to_tensor(b)[None])[0])
+    ref = sk_ssim(
+        a, b, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    assert abs(ours - ref) < 1e-12  # the tolerance of tests/test_fidelity.py (float64 throughout)

@@ -121,12 +121,20 @@ def _ssim_255(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> tor
 
 def _ssim_255_numpy(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """CPU SSIM, one channel at a time (cache-friendly), filtering four local moments instead of five:
-    SSIM needs only var_x + var_y, so E[x^2] + E[y^2] is filtered as one map E[x^2 + y^2]. Element-wise
-    work is done in place on preallocated buffers (it is a third of the time otherwise)."""
+    SSIM needs only var_x + var_y, so E[x^2] + E[y^2] is filtered as one map E[x^2 + y^2]. Usually in
+    cache-sized row blocks (:func:`_ssim_channel_blocked`); images too wide for those take whole-map
+    passes, with the element-wise work in place on preallocated buffers."""
     b, c, h, w = x.shape
     c1 = (SSIM_K1 * 255.0) ** 2
     c2 = (SSIM_K2 * 255.0) ** 2
     out = np.empty((b, c))
+    if _TORCH_GRAIN // (4 * w) >= 4:  # the usual case: everything in cache-sized row blocks
+        for i in range(b):
+            for j in range(c):
+                out[i, j] = _ssim_channel_blocked(
+                    np.ascontiguousarray(x[i, j]), np.ascontiguousarray(y[i, j]), kernel
+                )
+        return out.mean(axis=1)
     moments = np.empty((4, h, w))
     for i in range(b):
         for j in range(c):
@@ -153,6 +161,57 @@ def _ssim_255_numpy(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> np.ndar
             np.divide(mu_xy, mu_sq, out=mu_xy)
             out[i, j] = mu_xy.mean()
     return out.mean(axis=1)
+
+
+def _ssim_channel_blocked(xi: np.ndarray, yi: np.ndarray, kernel_1d: np.ndarray) -> float:
+    """Mean SSIM of one float64 ``(h, w)`` channel pair (0..255), the same arithmetic as
+    :func:`_ssim_255_numpy` (four moments, the symmetric separable filter of :func:`_gauss_valid`) done in
+    row blocks small enough to stay in the CPU cache and on one thread: the moments, both filter passes and
+    the SSIM map of a block are computed while it is in cache, and only the map's block sums are kept.
+    Equal to scikit-image's to ~1e-15."""
+    h, w = xi.shape
+    kernel = [float(v) for v in kernel_1d]
+    r = len(kernel) // 2
+    hh, hw = h - 2 * r, w - 2 * r
+    c1 = (SSIM_K1 * 255.0) ** 2
+    c2 = (SSIM_K2 * 255.0) ** 2
+    x, y = torch.from_numpy(xi), torch.from_numpy(yi)
+    rows = _TORCH_GRAIN // (4 * w)
+    horiz = torch.empty((4, h, hw), dtype=torch.float64)
+    m = torch.empty((4, rows, w), dtype=torch.float64)
+    for b0 in range(0, h, rows):
+        n = min(h, b0 + rows) - b0
+        mb = m[:, :n]
+        mb[0], mb[1] = x[b0 : b0 + n], y[b0 : b0 + n]
+        torch.mul(mb[0], mb[0], out=mb[2]).addcmul_(mb[1], mb[1])  # x^2 + y^2
+        torch.mul(mb[0], mb[1], out=mb[3])
+        dst = horiz[:, b0 : b0 + n]
+        torch.mul(mb[:, :, r : r + hw], kernel[r], out=dst)
+        for i in range(1, r + 1):
+            dst.add_(mb[:, :, r - i : r - i + hw] + mb[:, :, r + i : r + i + hw], alpha=kernel[r + i])
+    total = 0.0
+    filt = torch.empty((4, rows, hw), dtype=torch.float64)
+    num_buf = torch.empty((rows, hw), dtype=torch.float64)
+    den_buf = torch.empty((rows, hw), dtype=torch.float64)
+    for b0 in range(0, hh, rows):
+        n = min(hh, b0 + rows) - b0
+        dst = filt[:, :n]
+        torch.mul(horiz[:, b0 + r : b0 + r + n], kernel[r], out=dst)
+        for i in range(1, r + 1):
+            dst.add_(
+                horiz[:, b0 + r - i : b0 + r - i + n] + horiz[:, b0 + r + i : b0 + r + i + n],
+                alpha=kernel[r + i],
+            )
+        mu_x, mu_y, e_sq, e_xy = dst
+        num, den = num_buf[:n], den_buf[:n]
+        torch.mul(mu_x, mu_y, out=num)  # mu_x mu_y
+        e_xy.sub_(num).mul_(2.0).add_(c2)  # 2 cov_xy + c2
+        num.mul_(2.0).add_(c1).mul_(e_xy)  # numerator
+        torch.mul(mu_x, mu_x, out=den).addcmul_(mu_y, mu_y)  # mu_x^2 + mu_y^2
+        e_sq.sub_(den).add_(c2)  # var_x + var_y + c2
+        den.add_(c1).mul_(e_sq)  # denominator
+        total += float(num.div_(den).sum())
+    return total / (hh * hw)
 
 
 # torch runs an element-wise op on one thread below this many elements (at::internal::GRAIN_SIZE); above
