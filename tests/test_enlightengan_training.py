@@ -131,7 +131,7 @@ def test_sfp_loss_is_zero_for_the_input_and_reaches_the_generator(vgg):
     task._vgg.append(vgg)
     normal = torch.rand(2, 3, 48, 48, generator=g)
     terms = task(Batch(low=low, normal=normal), phase="generator")
-    assert float(terms["sfp"]) > 0
+    assert float(terms["sfp"].detach()) > 0
     terms["loss"].backward()
     for name, p in task.generator.named_parameters():
         assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
@@ -220,10 +220,11 @@ def test_enlightengan_configs_validate():
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one_with_two_phases(root, shared_weights, tmp_path):
     """DDP with two optimisers: two gloo processes (find_unused_parameters) equal one process with the same
-    global batch. Without BatchNorm (the authors' --use_norm 0), whose statistics are per process."""
-    cfg = merge(
-        TINY, {"model": {"batch_norm": False}, "schedule": {"steps": 2}, "data": {"val_fraction": 0.0}}
-    )
+    global batch, for losses that are means over samples: without BatchNorm (the authors' --use_norm 0)
+    and with the plain LSGAN global loss (no --use_ragan), whose statistics / batch means are per process
+    (with the relativistic loss the difference measured 6.4e-4 after 2 steps: the per-process batch means)."""
+    model = {"batch_norm": False, "relativistic": False}
+    cfg = merge(TINY, {"model": model, "schedule": {"steps": 2}, "data": {"val_fraction": 0.0}})
     cfg_path = tmp_path / "ddp.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -255,3 +256,24 @@ def _same(a, b, where=""):
             _same(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+def test_cpu_config_never_reads_the_cals_general_test_part(shared_dir):
+    """Lows, normal-light images and validation images of enlightengan-cpu (and zero-dce-cpu) are disjoint
+    from each other and from the test part that protocol cals-general scores (the same seeded split)."""
+    from cals_bench.data import splits
+    from cals_bench.protocol import load as load_protocol
+    from cals_bench.train.sources import build_source
+
+    root = shared_dir / "data"
+    stems = sorted(p.stem for p in (root / "bsds500" / "images").rglob("*.jpg"))
+    test = set(splits.select(stems, {}, load_protocol("cals-general").dataset.split))
+    assert 80 < len(test) < 120  # ~20% of 500
+    data = build_source(load_config("enlightengan-cpu").data, root, 0)
+    lows, val = set(data.train_ids), {s.sample_id for s in data.val}
+    normals = {Path(p).stem for p in data.dataset.normals}
+    assert len(lows) > 150 and len(normals) > 150 and len(val) == 8
+    assert not (lows & normals) and not (lows & val) and not (normals & val)
+    assert not ((lows | normals | val) & test)
+    zd = build_source(load_config("zero-dce-cpu").data, root, 0)
+    assert not ((set(zd.train_ids) | {s.sample_id for s in zd.val}) & test)

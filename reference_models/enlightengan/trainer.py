@@ -42,7 +42,9 @@ class EnlightenGANConfig:
     ``local_layers`` (4): stride-2 stages of the global and local discriminator; ``patch_size`` (32) and
     ``local_patches`` (6 = 1 + ``patchD_3`` 5) for the local discriminator and the patch SFP loss;
     ``sfp_weight`` (``--vgg 1``); ``beta1`` (0.5) of both Adams; ``d_lr_scale``: discriminator lr / generator lr;
-    ``batch_norm`` (``--use_norm 1``): BatchNorm in the generator (false: none, the authors' ``--use_norm 0``).
+    ``batch_norm`` (``--use_norm 1``): BatchNorm in the generator (false: none, the authors' ``--use_norm 0``);
+    ``relativistic`` (``--use_ragan``): the relativistic global loss (false: plain LSGAN). Under torchrun,
+    BatchNorm statistics and the relativistic batch means are per process (as the local batch is).
     """
 
     width: int = 32
@@ -55,6 +57,7 @@ class EnlightenGANConfig:
     beta1: float = 0.5
     d_lr_scale: float = 1.0
     batch_norm: bool = True
+    relativistic: bool = True
 
     def __post_init__(self) -> None:
         if min(self.width, self.ndf, self.global_layers, self.local_layers, self.local_patches) < 1:
@@ -146,7 +149,10 @@ class EnlightenGANTask(TrainableModel):
         fake, real = out * 2 - 1, normal * 2 - 1  # the discriminators see the authors' [-1, 1] range
         self._fake = fake.detach()
         self._patches = self._draw_patches(*low.shape[-2:])
-        adv_global = relativistic_g_loss(self.global_d(real), self.global_d(fake))
+        if self.config.relativistic:
+            adv_global = relativistic_g_loss(self.global_d(real), self.global_d(fake))
+        else:
+            adv_global = ls_loss(self.global_d(fake), True)
         adv_local = torch.stack(
             [ls_loss(self.local_d(self._crop(fake, c)), True) for c in self._patches]
         ).mean()
@@ -171,7 +177,10 @@ class EnlightenGANTask(TrainableModel):
         if self._fake is None:
             raise RuntimeError("the discriminator phase runs after the generator phase of the same step")
         fake, real = self._fake, normal * 2 - 1
-        d_global = relativistic_d_loss(self.global_d(real), self.global_d(fake))
+        if self.config.relativistic:
+            d_global = relativistic_d_loss(self.global_d(real), self.global_d(fake))
+        else:
+            d_global = 0.5 * (ls_loss(self.global_d(real), True) + ls_loss(self.global_d(fake), False))
         d_local = torch.stack(
             [
                 0.5
