@@ -208,6 +208,53 @@ def child_cost(cmd: list[str]) -> tuple[float, float]:
 # driver
 
 
+def stages(lol: Path, threads: int) -> dict[str, float]:
+    """CPU ms per 600x400 pair of each stage of the suite's per-pair path (LOL-v1 eval15, batch 1,
+    median over the 15 pairs): what the marginal cost is made of."""
+    import numpy as np
+    import torch
+
+    _threads(threads)
+    from cals_bench.cache import FeatureCache
+    from cals_bench.data.io import read_rgb, to_tensor, to_uint8, write_png
+    from cals_bench.metrics import SampleContext, build_metric, quantize
+
+    names = sorted(p.name for p in (lol / "eval15" / "high").iterdir())
+    psnr, ssim, lp = build_metric("psnr"), build_metric("ssim"), build_metric("lpips")
+    lp.load_model()
+    work = Path(tempfile.mkdtemp(prefix="eval-stages-"))
+    cold_cache = FeatureCache(work / "cache")
+    times: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def timed(name):
+        c0 = time.process_time()
+        yield
+        times.setdefault(name, []).append((time.process_time() - c0) * 1000)
+
+    for name in names:
+        with timed("decode 2 PNGs"):
+            low, high = read_rgb(lol / "eval15" / "low" / name), read_rgb(lol / "eval15" / "high" / name)
+        with timed("to tensors"):
+            x, y = to_tensor(low)[None], to_tensor(high)[None]
+        with timed("quantize output"):
+            out = quantize(x)
+        ctx = [SampleContext(name, f"stages:{name}", x[0], {})]
+        with timed("psnr"):
+            psnr.score_batch(out, y, ctx)
+        with timed("ssim"):
+            ssim.score_batch(out, y, ctx)
+        lp.attach_cache(cold_cache)
+        with timed("lpips cold (2 passes, cache write)"):
+            lp.score_batch(out, y, ctx)
+        lp.attach_cache(FeatureCache(work / "cache"))  # a later model in a fresh process: disk hit
+        with timed("lpips warm (1 pass, cache read)"):
+            lp.score_batch(out, y, ctx)
+        with timed("encode output PNG"):
+            write_png(work / "out.png", to_uint8(out[0]))
+    return {k: float(np.median(v)) for k, v in times.items()} | {"torch_threads": torch.get_num_threads()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lol", type=Path, default=SHARED / "data" / "lol-v1")
@@ -218,6 +265,7 @@ def main() -> None:
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     ap.add_argument("--skip-startup", action="store_true", help="only the per-pair rows")
     ap.add_argument("--only-startup", action="store_true", help="only --help and run start-up")
+    ap.add_argument("--stages", action="store_true", help="only the per-stage CPU ms of one pair")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=None, help="folder for the pairs and stores (default: temp)")
     ap.add_argument("--worker", choices=("ours", "peers", "startup"), help=argparse.SUPPRESS)
@@ -228,6 +276,9 @@ def main() -> None:
     if (SHARED / "weights").is_dir():
         os.environ.setdefault("CALS_BENCH_WEIGHTS", str(SHARED / "weights"))
 
+    if args.stages:
+        print(json.dumps(stages(args.lol, args.threads), indent=2))
+        return
     if args.worker == "ours":
         print(json.dumps(worker_ours(args.folder, args.results, args.force, args.threads)))
         return
