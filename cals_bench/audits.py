@@ -32,6 +32,7 @@ from cals_bench.fairness import (
     make_grouping,
     wide_records,
 )
+from cals_bench.run_record import as_record
 from cals_bench.store import Store
 
 # ``audit:`` keys of protocol specs stored by older versions, under their current names.
@@ -126,11 +127,12 @@ def _features(store: Store, run_id: str) -> dict[str, tuple[Any, Any, list[str]]
 
 
 def _cache_key(meta: Mapping[str, Any], settings: AuditSettings, features: list[str]) -> str:
+    record = as_record(meta)
     ident = {
-        "run_id": meta["run_id"],
-        "run_key": meta.get("run_key"),
-        "finished": meta.get("finished"),
-        "finished_at": meta.get("finished_at"),
+        "run_id": record.run_id,
+        "run_key": record.run_key,
+        "finished": record.finished,
+        "finished_at": record.finished_at,
         "settings": settings.to_dict(),
         "schema": AuditResult.schema,
         "features": sorted(features),
@@ -140,12 +142,13 @@ def _cache_key(meta: Mapping[str, Any], settings: AuditSettings, features: list[
 
 def audit_run(store: Store, meta: Mapping[str, Any]) -> tuple[AuditResult, list[str]]:
     """Audit one stored run with its protocol's settings; returns the result and the report's notes."""
-    run_id = meta["run_id"]
+    record = as_record(meta)
+    run_id = record.run_id
     settings, notes = settings_for(meta)
     records, inf_notes = finite_records(store.scores(run_id))
     notes += inf_notes
     attrs = attributes_frame(store.samples(run_id))
-    directions = dict(meta.get("metric_directions") or {})
+    directions = dict(record.metric_directions)
     try:
         result = audit(
             records, attrs, settings, directions=directions, features=_features(store, run_id) or None
@@ -196,10 +199,11 @@ def compare_runs(
 ) -> tuple[pd.DataFrame, AuditSettings]:
     """Paired comparison of two runs (fairness ``compare``) with run A's protocol settings."""
     settings, _ = settings_for(meta_a)
-    directions = {**(meta_b.get("metric_directions") or {}), **(meta_a.get("metric_directions") or {})}
-    rec_a = finite_records(store.scores(meta_a["run_id"]))[0]
-    rec_b = finite_records(store.scores(meta_b["run_id"]))[0]
-    attrs = attributes_frame(store.samples(meta_a["run_id"]))
+    run_a, run_b = as_record(meta_a), as_record(meta_b)
+    directions = {**run_b.metric_directions, **run_a.metric_directions}
+    rec_a = finite_records(store.scores(run_a.run_id))[0]
+    rec_b = finite_records(store.scores(run_b.run_id))[0]
+    attrs = attributes_frame(store.samples(run_a.run_id))
     table = compare(
         rec_a, rec_b, attrs, settings, directions=directions, label_a=labels[0], label_b=labels[1]
     )

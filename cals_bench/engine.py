@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cals_bench import limits, numbers, sharding
+from cals_bench import limits, numbers, run_record, sharding
 from cals_bench.data.datasets import Sample, check_checksums, load_samples
 from cals_bench.data.io import to_tensor, to_uint8, write_png
 from cals_bench.enhancer import Enhancer, load_enhancer
@@ -465,6 +465,7 @@ def _evaluate_locked(
     else:
         run_id = existing["run_id"]
     meta: dict[str, Any] = existing or {
+        "schema_version": run_record.SCHEMA_VERSION,  # the record's fields: cals_bench/run_record.py
         "run_id": run_id,
         "run_key": key,
         "protocol": {

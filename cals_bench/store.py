@@ -2,9 +2,11 @@
 
 Layout under the results root (``--results``, ``$CALS_BENCH_RESULTS``, default ``./results``)::
 
-    index.sqlite            runs, samples, scores, features (WAL mode; one transaction per scored batch)
-    runs/<run_id>/run.json  provenance: protocol name/version/hash, model name/args/weight sha256, packages,
-                            device, git revision, seed, timings, summary (written atomically)
+    index.sqlite            runs, samples, scores, features (WAL mode; one transaction per scored batch;
+                            ``PRAGMA user_version`` = ``run_record.INDEX_VERSION``, migrated on open)
+    runs/<run_id>/run.json  the run record (:mod:`cals_bench.run_record`: typed, with ``schema_version``):
+                            protocol name/version/hash, model name/args/weight sha256, packages, device,
+                            git revision, seed, timings, summary (written atomically)
     runs/<run_id>/records.parquet   per-sample long records, written when the run finishes
     runs/<run_id>/outputs/<sample>.png   the model's outputs as scored (8-bit)
     cache/                  the reference-feature cache shared by all runs
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cals_bench import numbers
+from cals_bench import numbers, run_record
 from cals_bench.errors import CalsBenchError
 
 if TYPE_CHECKING:  # pandas is imported where a table is built (a run starts without it)
@@ -114,6 +116,7 @@ class Store:
         fresh = not self.db_path.exists()
         with self._connect() as con:
             con.executescript(_SCHEMA)
+            run_record.migrate_index(con, str(self.db_path))  # PRAGMA user_version, one step per version
         if reindex and fresh and self.runs_dir.is_dir() and any(self.runs_dir.glob("*/run.json")):
             # the index was deleted while the run folders are intact: re-index them
             from cals_bench.store_rebuild import rebuild
@@ -211,7 +214,7 @@ class Store:
             ) from exc
         d = self.run_dir(run_id)
         (d / "outputs").mkdir(parents=True, exist_ok=True)
-        write_json_atomic(d / "run.json", {**meta, "status": "running"})
+        run_record.write_run_json(d / run_record.RUN_FILE, {**meta, "status": "running"})
         return d
 
     def _insert_run(
@@ -235,7 +238,7 @@ class Store:
                     created,
                     finished,
                     meta.get("n_samples"),
-                    numbers.dumps(meta),
+                    run_record.dumps(meta),
                 ),
             )
 
@@ -252,11 +255,13 @@ class Store:
             if status:
                 con.execute(
                     "UPDATE runs SET meta=?, status=?, finished=? WHERE run_id=?",
-                    (numbers.dumps(meta), status, time.time(), run_id),
+                    (run_record.dumps(meta), status, time.time(), run_id),
                 )
             else:
-                con.execute("UPDATE runs SET meta=? WHERE run_id=?", (numbers.dumps(meta), run_id))
-        write_json_atomic(self.run_dir(run_id) / "run.json", {**meta, "status": status or meta.get("status")})
+                con.execute("UPDATE runs SET meta=? WHERE run_id=?", (run_record.dumps(meta), run_id))
+        run_record.write_run_json(
+            self.run_dir(run_id) / run_record.RUN_FILE, {**meta, "status": status or meta.get("status")}
+        )
 
     def resolve_run_id(self, ref: str) -> str:
         """A full run id from an id, a unique prefix, or ``latest``."""
@@ -293,6 +298,7 @@ class Store:
                 f"run {run_id}: its stored record in {self.db_path} is damaged ({exc}); "
                 f"`cals-bench runs rebuild --results {self.root}` re-indexes it from {self.run_dir(run_id)}"
             ) from exc
+        meta = run_record.migrate(meta, f"run {run_id} in {self.db_path}")  # older schema versions
         meta.update(run_id=run_id, status=row[0], created=row[2], finished=row[3])
         return meta
 

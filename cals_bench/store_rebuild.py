@@ -13,7 +13,6 @@ finished ``--force`` rerun superseded (its id is the new run's ``replaces``) is 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,18 +21,17 @@ from typing import Any
 import pandas as pd
 
 from cals_bench.errors import CalsBenchError
+from cals_bench.run_record import RunRecordError, read_run_json
 
 
 def _read_run_json(path: Path) -> dict[str, Any] | None:
+    """The run record of one folder in its current JSON form (older schema versions migrated), or None
+    with a line on stderr when it cannot be read."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        print(f"[cals-bench] {path}: unreadable run record, not re-indexed ({exc})", file=sys.stderr)
+        return read_run_json(path).to_json()
+    except RunRecordError as exc:
+        print(f"[cals-bench] {exc}; not re-indexed", file=sys.stderr)
         return None
-    if not isinstance(meta, dict) or not all(k in meta for k in ("run_id", "run_key", "protocol", "model")):
-        print(f"[cals-bench] {path}: not a run record, not re-indexed", file=sys.stderr)
-        return None
-    return meta
 
 
 def rebuild(store) -> int:

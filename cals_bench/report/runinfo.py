@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cals_bench.report.formatting import GT_MEAN_COLUMNS, metric_label
+from cals_bench.run_record import FINISHED, RunRecord, as_record
 
-FINISHED = ("finished", "finished-with-failures")
+__all__ = ["FINISHED", "Flag", "model_args_text", "run_flags", "submission_flags"]
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,10 @@ def model_args_text(meta: Mapping[str, Any]) -> str:
     return json.dumps(args, sort_keys=True, ensure_ascii=False) if args else ""
 
 
-def run_flags(meta: Mapping[str, Any]) -> list[Flag]:
+def run_flags(meta: Mapping[str, Any] | RunRecord) -> list[Flag]:
     """Flags a reader must see before comparing this run with others."""
-    model = meta.get("model") or {}
+    record = as_record(meta)
+    model = record.model
     flags: list[Flag] = []
     if model.get("sanity"):
         flags.append(
@@ -50,7 +52,7 @@ def run_flags(meta: Mapping[str, Any]) -> list[Flag]:
             )
         )
     flags += submission_flags(model)
-    gtm = [c for c in GT_MEAN_COLUMNS if c in (meta.get("summary") or {})]
+    gtm = [c for c in GT_MEAN_COLUMNS if c in (record.summary or {})]
     if gtm:
         flags.append(
             Flag(
@@ -61,11 +63,11 @@ def run_flags(meta: Mapping[str, Any]) -> list[Flag]:
                 "inflates LOL PSNR by 2-5 dB); never the headline",
             )
         )
-    missing = meta.get("unavailable_metrics") or {}
+    missing = record.unavailable_metrics or {}
     if missing:
         reasons = "; ".join(f"{k}: {v}" for k, v in missing.items())
         flags.append(Flag("missing", f"missing: {', '.join(missing)}", f"not scored in this run ({reasons})"))
-    failures = meta.get("failures") or []
+    failures = record.failures or []
     if failures:
         flags.append(
             Flag(
@@ -74,9 +76,9 @@ def run_flags(meta: Mapping[str, Any]) -> list[Flag]:
                 f"{len(failures)} sample(s) could not be scored; means are over the others",
             )
         )
-    if meta.get("status") not in FINISHED:
+    if not record.is_finished:
         flags.append(
-            Flag("missing", f"status: {meta.get('status')}", "the run has not finished; figures are partial")
+            Flag("missing", f"status: {record.status}", "the run has not finished; figures are partial")
         )
     return flags
 
