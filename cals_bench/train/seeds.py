@@ -44,36 +44,20 @@ def across_seeds(values: list[float], confidence: float = 0.95) -> dict[str, Any
 
 def run_means(store, run_id: str, group_by: list[str]) -> dict[str, dict[str, float]]:
     """``{"overall": {metric: mean}, "<attr>=<value>": {metric: mean}}`` of one stored run (finite values)."""
-    scores = store.scores(run_id)
-    samples = store.samples(run_id)
-    out: dict[str, dict[str, float]] = {}
-    metrics = [c for c in scores.columns if c not in ("sample_id", "status", "error")]
-    numeric = scores[metrics].apply(lambda c: c.astype(float, errors="ignore"))
-    numeric = numeric.select_dtypes(include=[np.number])
-    out["overall"] = {m: float(numeric[m].dropna().mean()) for m in numeric.columns}
-    attrs = _attributes(samples)
+    from cals_bench import audits
+
+    long = audits.finite_records(store.scores(run_id))[0]
+    wide = long.pivot_table(index="sample_id", columns="metric", values="value", aggfunc="first")
+    out: dict[str, dict[str, float]] = {"overall": {m: float(wide[m].dropna().mean()) for m in wide.columns}}
+    attrs = audits.attributes_frame(store.samples(run_id))
     for attr in group_by:
         if "*" in attr or attr not in attrs.columns:
             continue
-        lab = scores["sample_id"].map(attrs[attr])
-        for value in sorted(v for v in lab.dropna().unique() if str(v)):
-            sel = lab == value
-            out[f"{attr}={value}"] = {m: float(numeric.loc[sel, m].dropna().mean()) for m in numeric.columns}
+        lab = attrs[attr].reindex(wide.index)
+        for value in sorted(str(v) for v in lab.dropna().unique() if str(v)):
+            sel = lab.astype(str) == value
+            out[f"{attr}={value}"] = {m: float(wide.loc[sel, m].dropna().mean()) for m in wide.columns}
     return out
-
-
-def _attributes(samples):
-    import pandas as pd
-
-    if "attributes" in samples.columns:
-        rows = {
-            r["sample_id"]: (
-                json.loads(r["attributes"]) if isinstance(r["attributes"], str) else r["attributes"]
-            )
-            for r in samples.to_dict("records")
-        }
-        return pd.DataFrame.from_dict(rows, orient="index").fillna("")
-    return samples.set_index("sample_id")
 
 
 def summarise(per_seed: dict[int, dict[str, dict[str, dict[str, float]]]]) -> dict[str, Any]:
