@@ -16,5 +16,5 @@ for _info in pkgutil.iter_modules(__path__):
         continue
     try:
         importlib.import_module(f"{__name__}.{_info.name}")
-    except Exception as _exc:  # noqa: BLE001 - reported, never silently dropped
+    except Exception as _exc:  # reported, never silently dropped
         IMPORT_ERRORS[f"{__name__}.{_info.name}"] = f"{type(_exc).__name__}: {_exc}"

@@ -125,7 +125,7 @@ def measure(spec: str, devices: list[str], low, high, repeats: int) -> dict[str,
 
     try:
         model = load_enhancer(spec)
-    except Exception as exc:  # noqa: BLE001 - reported in the table; one broken model never hides the others
+    except Exception as exc:  # reported in the table; one broken model never hides the others
         return {"model": spec, "status": "unavailable", "reason": one_line(exc)}
     row: dict[str, Any] = {
         "model": spec,
@@ -137,7 +137,7 @@ def measure(spec: str, devices: list[str], low, high, repeats: int) -> dict[str,
     for dev in devices:
         try:
             times, cpu_times = time_model(model, low, high, torch.device(dev), repeats)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             row[dev] = {"status": "failed", "reason": one_line(exc)}
             continue
         row[dev] = {

@@ -168,7 +168,7 @@ def worker_startup(folder: Path, results: Path, threads: int) -> dict:
     """CPU/wall seconds from process start to the engine's first sample, through the real CLI."""
     t_start = float(os.environ["EVAL_THROUGHPUT_T0"])
     stamp: dict = {}
-    import cals_bench.engine as engine_mod  # noqa: E402 - the CLI imports it anyway; wrapping needs it
+    import cals_bench.engine as engine_mod  # the CLI imports it anyway; wrapping needs it
 
     real = engine_mod._score
 

@@ -106,7 +106,7 @@ def main() -> None:
                 ),
             )
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         missing["torchmetrics"] = f"{type(exc).__name__}: {exc}"
     try:
         import piq
@@ -126,7 +126,7 @@ def main() -> None:
                 ),
             )
         )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         missing["piq"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
 
     print(

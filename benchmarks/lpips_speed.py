@@ -79,7 +79,7 @@ def _load_slices(slices_module: torch.nn.Module, features: dict[str, torch.Tenso
 
 
 def peer_lpips() -> tuple[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    import lpips  # noqa: PLC0415
+    import lpips
 
     model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
     _load_slices(model.net, backbone_state())
@@ -88,8 +88,8 @@ def peer_lpips() -> tuple[str, Callable[[torch.Tensor, torch.Tensor], torch.Tens
 
 
 def peer_torchmetrics() -> tuple[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    import torchmetrics  # noqa: PLC0415
-    from torchmetrics.functional.image.lpips import _NoTrainLpips  # noqa: PLC0415
+    import torchmetrics
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
 
     model = _NoTrainLpips(net="alex", pnet_rand=True).eval()
     _load_slices(model.net, backbone_state())
@@ -147,7 +147,7 @@ def main() -> None:
     for label, build in (("lpips", peer_lpips), ("torchmetrics", peer_torchmetrics)):
         try:
             name, fn = build()
-        except Exception as exc:  # noqa: BLE001 - reported in the table
+        except Exception as exc:  # reported in the table
             unavailable[label] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
             continue
         configs[name] = lambda i, fn=fn: float(fn(low[i], high[i])[0])

@@ -28,9 +28,7 @@ from cals_bench.fairness import (
     AuditSettingsError,
     audit,
     compare,
-    group_tables,
     make_grouping,
-    wide_records,
 )
 from cals_bench.run_record import as_record
 from cals_bench.store import Store
@@ -47,7 +45,6 @@ __all__ = [
     "compare_runs",
     "finite_records",
     "group_labels",
-    "overall_rows",
     "settings_for",
 ]
 
@@ -179,19 +176,6 @@ def cached_audit(store: Store, meta: Mapping[str, Any], cache_file: Path) -> tup
     tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
     os.replace(tmp, cache_file)
     return result, notes
-
-
-def overall_rows(records: pd.DataFrame, meta: Mapping[str, Any]) -> pd.DataFrame:
-    """Overall mean/median rows with bootstrap intervals, as the audit computes them (no groups, no GPI).
-
-    Used where only the overall figures are needed; identical to the audit's ``overall`` rows for the same
-    settings (same resamples, same seed).
-    """
-    settings, _ = settings_for(meta)
-    directions = dict(meta.get("metric_directions") or {})
-    wide = wide_records(finite_records(records)[0], directions)
-    groups, _ = group_tables(wide, [], directions, settings)
-    return groups
 
 
 def compare_runs(

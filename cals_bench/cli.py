@@ -366,7 +366,7 @@ def metrics_list():
     for name, cls in metric_registry().items():
         try:
             ok, reason = cls().available()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ok, reason = False, str(exc)
         cols = ", ".join(
             f"{c} {'(no direction)' if hib is None else '(higher better)' if hib else '(lower better)'}"

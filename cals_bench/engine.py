@@ -286,7 +286,7 @@ def build_extractors(protocol: Protocol) -> tuple[list[Any], dict[str, str]]:
     for name in protocol.audit.gpi_features:
         try:
             ext = features.build_extractor(name)
-        except Exception as exc:  # noqa: BLE001 - reported in the run record
+        except Exception as exc:  # reported in the run record
             unavailable[name] = str(exc)
             continue
         ok, reason = ext.available()
@@ -701,7 +701,7 @@ def _score(
                 enhancer.start_batch([s.sample_id for s in batch])
             with limits.model_call(timeout, hard_timeout(batch)):
                 out, ms = _run_model(enhancer, low, high, batch_seed(protocol.seed, batch[0].sample_id), dev)
-        except (Exception, limits.ModelTimeout) as exc:  # noqa: BLE001 - a model that raises fails its samples
+        except (Exception, limits.ModelTimeout) as exc:  # a model that raises fails its samples
             if isinstance(exc, ModelOutputError):
                 msg = exc.args[0]
             elif isinstance(exc, (limits.ModelExit, limits.ModelTimeout)):
@@ -803,7 +803,7 @@ def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
                 [contexts[i] for i in sel],
             )
             reasons = getattr(metric, "last_reasons", None) or [None] * len(sel)
-        except Exception as exc:  # noqa: BLE001 - recorded as NaN with the reason, never a silent zero
+        except Exception as exc:  # recorded as NaN with the reason, never a silent zero
             values = [{c: float("nan") for c in metric.columns} for _ in sel]
             reasons = [f"{metric.name} failed: {type(exc).__name__}: {exc}"] * len(sel)
         for k, i in enumerate(sel):

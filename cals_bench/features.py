@@ -85,10 +85,6 @@ def register_extractor(name: str, factory: Callable[[], FeatureExtractor]) -> No
     _EXTRACTORS[name] = factory
 
 
-def extractor_registry() -> dict[str, Callable[[], FeatureExtractor]]:
-    return dict(sorted(_EXTRACTORS.items()))
-
-
 def build_extractor(name: str) -> FeatureExtractor:
     """An extractor by registered name (``identity-sface``, ``identity-insightface``, ``alexnet-pooled``)."""
     if name not in _EXTRACTORS:

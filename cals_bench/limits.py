@@ -40,12 +40,12 @@ _guard_depth = 0
 _guard_lock = threading.Lock()
 
 
-class ModelTimeout(BaseException):  # noqa: N818 - raised into model code: BaseException so that a model's
+class ModelTimeout(BaseException):  # raised into model code: BaseException so that a model's
     """The model did not return within the batch time limit (a BaseException, like KeyboardInterrupt, so a
     model's own ``except Exception`` cannot swallow it)."""
 
 
-class ModelExit(Exception):  # noqa: N818
+class ModelExit(Exception):
     """The model called ``sys.exit`` or ``os._exit``."""
 
 

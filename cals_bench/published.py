@@ -145,14 +145,14 @@ def model_class(model_meta: Mapping[str, Any]) -> type | None:
                 obj = getattr(obj, part)
             if isinstance(obj, type):
                 return obj
-        except Exception:  # noqa: BLE001 - a user's file model is not importable later; fall back
+        except Exception:  # a user's file model is not importable later; fall back
             pass
     try:
         from cals_bench.enhancer import registry
 
         entry = registry().get(str(model_meta.get("name") or ""))
         return entry.cls if entry is not None else None
-    except Exception:  # noqa: BLE001 - no registry, no published figures
+    except Exception:  # no registry, no published figures
         return None
 
 

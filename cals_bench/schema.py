@@ -206,7 +206,7 @@ def read_yaml_mapping(
     try:
         text = path.read_text(encoding="utf-8")
         _refuse_aliases(text, loader, path, error)
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - SafeLoader or a subclass
+        data = yaml.load(text, Loader=loader)  # SafeLoader or a subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""

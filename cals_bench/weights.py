@@ -190,7 +190,7 @@ def _checked(spec: WeightSpec, path: Path, where: str) -> ResolvedWeight:
     if spec.content_sha256:
         try:
             content = tensor_content_sha256(path)
-        except Exception as exc:  # noqa: BLE001 - an unreadable file is a mismatch, reported below
+        except Exception as exc:  # an unreadable file is a mismatch, reported below
             content = f"unreadable ({type(exc).__name__}: {exc})"
         if content == spec.content_sha256:
             return ResolvedWeight(spec, path, actual, where)

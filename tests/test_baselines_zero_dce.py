@@ -16,25 +16,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from skimage.metrics import structural_similarity
 
 from baselines.zero_dce import ZeroDCE, ZeroDCENet, ZeroDCEPlusPlus, ZeroDCEPlusPlusNet
 from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable
 from tests.helpers import skimage_scores
-
-
-def _ssim(ref: np.ndarray, out: np.ndarray) -> float:
-    return structural_similarity(
-        ref,
-        out,
-        gaussian_weights=True,
-        sigma=1.5,
-        use_sample_covariance=False,
-        data_range=255,
-        channel_axis=2,
-    )
 
 
 def _lol_pairs(lol_root: Path) -> list[tuple[torch.Tensor, np.ndarray]]:

@@ -160,10 +160,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_path(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

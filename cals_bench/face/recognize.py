@@ -155,7 +155,7 @@ class SFaceRecognizer(FaceRecognizer):
                 self._model = onnx_session_without_stale_inputs(resolved.path)
         except ImportError:
             raise
-        except Exception as exc:  # noqa: BLE001 - cv2.error / onnxruntime errors: the file does not load
+        except Exception as exc:  # cv2.error / onnxruntime errors: the file does not load
             raise WeightsError(f"{resolved.path} does not load with {self.engine}: {exc}") from exc
         self.weights_used = {self.weights_name: resolved.sha256}
         self.weights_identity = {self.weights_name: resolved.identity}
@@ -243,7 +243,7 @@ class InsightFaceRecognizer(FaceRecognizer):
         path = self.find_model()
         try:
             graph = onnx.load(str(path)).graph
-        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+        except Exception as exc:  # a damaged or foreign file
             raise WeightsError(f"{path} is not a readable ONNX model: {exc}") from exc
         names = [n.name for n in graph.node[:8]]
         has_sub = any(n.startswith(("Sub", "_minus")) for n in names)

@@ -34,7 +34,7 @@ for _mod in BUILTIN_METRIC_MODULES:
     except ModuleNotFoundError as _exc:
         if _exc.name != _mod:
             IMPORT_ERRORS[_mod] = f"{type(_exc).__name__}: {_exc}"
-    except Exception as _exc:  # noqa: BLE001 - reported by `cals-bench metrics list`
+    except Exception as _exc:  # reported by `cals-bench metrics list`
         IMPORT_ERRORS[_mod] = f"{type(_exc).__name__}: {_exc}"
 
 __all__ = [

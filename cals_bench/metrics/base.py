@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import abc
 import difflib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -87,14 +86,12 @@ class Metric(abc.ABC):
         }
 
 
-_METRICS: dict[str, Callable[..., Metric]] = {}
 _METRIC_CLASSES: dict[str, type[Metric]] = {}
 
 
 def register_metric(cls: type[Metric]) -> type[Metric]:
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} needs a name")
-    _METRICS[cls.name] = cls
     _METRIC_CLASSES[cls.name] = cls
     return cls
 

@@ -1,6 +1,6 @@
 """Full-reference fidelity metrics: PSNR and SSIM, plus their GT-mean diagnostic variants.
 
-Conventions (ARCHITECTURE.md), fixed here and never per call:
+Conventions (README.md, "Metric conventions"), fixed here and never per call:
 - images are scored after clamping to [0, 1] and rounding to 8 bits, on the 0..255 scale, RGB, no border crop;
 - PSNR = 10 log10(255^2 / MSE) over all pixels and channels, capped at 100 dB (``numbers.PSNR_CAP_DB``:
   identical images score 100 dB, not ``inf``; the function ``peak_signal_noise_ratio`` itself is uncapped);

@@ -270,7 +270,7 @@ def _registry_direction(metric: str) -> bool | None:
 
         cls = metric_registry().get(metric)
         return None if cls is None else cls.columns.get(metric)
-    except Exception:  # noqa: BLE001 - a missing direction only drops the arrow
+    except Exception:  # a missing direction only drops the arrow
         return None
 
 

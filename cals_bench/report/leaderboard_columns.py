@@ -47,7 +47,7 @@ def attach(
     for r in rows:
         try:
             samples = store.samples(r.run_id)
-        except Exception:  # noqa: BLE001 - a run without sample rows just has no speed
+        except Exception:  # a run without sample rows just has no speed
             samples = None
         r.facts = model_facts(r.meta, samples, protocol, metrics)
         r.metric_gap = _metric_gap(store, r.run_id, primary) if primary else None
@@ -59,7 +59,7 @@ def _metric_gap(store: Store, run_id: str, metric: str) -> dict[str, Any] | None
 
     try:
         result, _ = audits.load_audit(store, run_id)
-    except Exception:  # noqa: BLE001 - no audit, no point on the disparity plot
+    except Exception:  # no audit, no point on the disparity plot
         return None
     d = result.disparity
     if d is None or d.empty:

@@ -119,14 +119,3 @@ def submission_flags(model: Mapping[str, Any]) -> list[Flag]:
             )
         ]
     return []
-
-
-def sample_counts(meta: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(scored, total, failed) samples of a run, from its record."""
-    total = int(meta.get("n_samples") or 0)
-    failed = len(meta.get("failures") or [])
-    counts = [
-        int(s.get("count", 0)) + int(s.get("undefined", 0)) for s in (meta.get("summary") or {}).values()
-    ]
-    scored = max(counts) if counts else max(0, total - failed)
-    return scored, total, failed

@@ -164,7 +164,7 @@ def decode(data: bytes, label: str) -> np.ndarray:
                 return _to_rgb8(img, Path(label))
     except CalsBenchError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is one problem line
+    except Exception as exc:  # any decoder failure is one problem line
         raise CalsBenchError(f"{label}: unreadable image ({type(exc).__name__}: {exc})") from exc
 
 
@@ -172,7 +172,7 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.size  # (width, height), read from the header only
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 

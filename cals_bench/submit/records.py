@@ -72,7 +72,7 @@ COLUMNS = (
 def submitter_info(note: str | None = None) -> dict[str, str]:
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers
+    except Exception:  # no user name in some containers
         user = "unknown"
     info = {"user": user, "host": socket.gethostname()}
     if note:

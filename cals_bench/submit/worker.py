@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
     try:
         model = _load(hello)
         meta = _meta(model)
-    except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the worker ends
+    except BaseException as exc:  # every failure is reported, then the worker ends
         detail = str(exc) if type(exc).__module__.startswith("cals_bench") else _describe(exc, limits)
         chan.send({"ok": False, "stage": "load", "error": detail.splitlines()[0] if detail else repr(exc)})
         traceback.print_exc()
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
                 chan.send({"ok": False, "error": f"returned {type(out).__name__}, expected a torch.Tensor"})
                 continue
             header, raw = tensor_message(out)
-        except BaseException as exc:  # noqa: BLE001 - SystemExit and MemoryError included
+        except BaseException as exc:  # SystemExit and MemoryError included
             traceback.print_exc()
             chan.send({"ok": False, "error": _describe(exc, limits)})
             continue

@@ -103,7 +103,7 @@ def item(
     normal: torch.Tensor | None = None,
     context: int | None = None,
     attributes: dict[str, str] | None = None,
-    id: str = "",  # noqa: A002
+    id: str = "",
 ) -> dict[str, Any]:
     """One dataset item with every key of :data:`ITEM_KEYS`."""
     return {
