@@ -388,3 +388,28 @@ def test_input_gain_starts_from_the_exposure_corrected_input():
     loss.backward()
     opt.step()
     assert not torch.allclose(net(x), want, atol=1e-4)
+
+
+def test_seeds_command_trains_scores_and_summarises(tiny_root, tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from cals_bench.train.seeds import seeds_command
+
+    root, protos = tiny_root
+    cfg = _config(protos, schedule={"steps": 2, "warmup_steps": 0}, log={"every": 1, "val_every": 2})
+    path = tmp_path / "tiny-cals.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "seeds"
+    args = ["--config", str(path), "--seeds", "0,1", "--data-root", str(root), "--protocol", protos["general"],
+            "--out", str(out), "--results", str(tmp_path / "results"), "--quiet", "--json"]  # fmt: skip
+    res = CliRunner().invoke(seeds_command, args, catch_exceptions=False)
+    record = json.loads(res.output)
+    assert sorted(record["runs"]) == ["0", "1"] and (out / "seed-1" / "last.pt").is_file()
+    psnr = record["summary"]["tiny-general v1"]["overall"]["psnr"]
+    per_seed = [psnr["per_seed"][s] for s in ("0", "1")]
+    assert psnr["k"] == 2 and psnr["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert psnr["sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / math.sqrt(2))
+    assert (out / "seeds.txt").read_text().startswith("tiny-cals: 2 seed(s) [0, 1]")
