@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from cals_bench import numbers
-from cals_bench.cli_common import EXIT_SAMPLE_FAILURES, EXIT_USER_ERROR, CliGroup, results_option
+from cals_bench.cli_common import EXIT_SAMPLE_FAILURES, EXIT_USER_ERROR, results_option
+from cals_bench.cli_lazy import SUBSYSTEM_COMMANDS, LazyGroup
 from cals_bench.errors import CalsBenchError
 
 
@@ -24,7 +25,9 @@ def _store(results: str | None):
     return Store(results)
 
 
-@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(package_name="cals-bench")
 def main() -> None:
     """cals-bench: benchmark and fairness-audit image enhancement models on fixed protocols.
@@ -617,21 +620,9 @@ def weights_path(name):
 
 
 def _register_optional_commands() -> None:
-    """Commands that live beside their subsystem (reports, training)."""
-    from cals_bench.report.cli import COMMANDS
-
-    for command in COMMANDS:
-        main.add_command(command)
-    try:
-        from cals_bench.train.cli import COMMANDS as TRAIN_COMMANDS
-    except ImportError:
-        TRAIN_COMMANDS = ()
-    for command in TRAIN_COMMANDS:
-        main.add_command(command)
-    from cals_bench.submit.cli import COMMANDS as SUBMIT_COMMANDS  # validate, submit, score, submissions
-
-    for command in SUBMIT_COMMANDS:
-        main.add_command(command)
+    """Commands that live beside their subsystem (reports, training, submissions): listed in --help from
+    :data:`cals_bench.cli_lazy.SUBSYSTEM_COMMANDS`, imported only when used (fast start)."""
+    main.lazy.update(SUBSYSTEM_COMMANDS)
 
 
 _register_optional_commands()
