@@ -69,7 +69,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             ) from exc
         from cals_bench.safe_load import refusal_reason
 
-        raise CheckpointError(f"{path}: refused: {refusal_reason(exc)}") from exc
+        reason = refusal_reason(exc)
+        if reason.startswith("its pickle holds"):
+            # an opcode no pickle writer emits: garbage or a damaged file far more often than an attack
+            raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({reason})") from exc
+        raise CheckpointError(f"{path}: refused: {reason}") from exc
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: unreadable or corrupted checkpoint ({_first_line(exc)})") from exc
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
