@@ -131,11 +131,19 @@ def run(
     exit_code = 0
     for spec in models:
         # under --json stdout holds the JSON alone: the model's prints (and anything else) go to stderr
-        with stdout_to_stderr() if as_json else contextlib.nullcontext():
-            result, audit_text, report_path = _run_one(
-                proto, spec, args if len(models) == 1 else {}, data_root, store, device, batch_size,
-                batch_timeout, force, extra, no_outputs, no_report, as_json, quiet,
-            )  # fmt: skip
+        try:
+            with stdout_to_stderr() if as_json else contextlib.nullcontext():
+                result, audit_text, report_path = _run_one(
+                    proto, spec, args if len(models) == 1 else {}, data_root, store, device, batch_size,
+                    batch_timeout, force, extra, no_outputs, no_report, as_json, quiet,
+                )  # fmt: skip
+        except CalsBenchError as exc:
+            if len(models) == 1:
+                raise
+            # all-baselines: a model that cannot run here (e.g. no trained checkpoint) is named, not fatal
+            click.echo(f"error: {spec}: {exc} (skipped; the other models are scored)", err=True)
+            exit_code = EXIT_USER_ERROR
+            continue
         if result.failures or result.metric_failures:
             exit_code = EXIT_SAMPLE_FAILURES
         if as_json:
