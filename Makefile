@@ -43,6 +43,7 @@ demo: setup
 
 test: setup-test browser sandbox
 	$(VENV)/bin/ruff check cals_bench baselines reference_models tests benchmarks
+	$(VENV)/bin/ruff format --check cals_bench baselines reference_models tests benchmarks
 	$(VENV)/bin/python -m pytest -q
 
 lint: setup-test

@@ -401,7 +401,9 @@ def _unpaired(protocol: Protocol, root: Path) -> list[Sample]:
     if ds.files:
         bad = [n for n in ds.files if Path(n).name != n or n in ("", ".", "..")]
         if bad:
-            raise DataError(f"protocol {protocol.name}: dataset.files entry {bad[0]!r} is not a plain file name")
+            raise DataError(
+                f"protocol {protocol.name}: dataset.files entry {bad[0]!r} is not a plain file name"
+            )
         paths = [folder / n for n in ds.files]
     else:
         paths = _list_images(folder)

@@ -66,9 +66,7 @@ def _common(fn):
     return fn
 
 
-@click.group(
-    cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
-)
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def train() -> None:
     """Train the reference models with the shared engine (checkpoints, exact resume, torchrun/DDP).
 
