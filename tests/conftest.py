@@ -61,6 +61,22 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
 
 
+@pytest.fixture(autouse=True)
+def _baselines_as_the_engine_runs_them(request):
+    """Baseline tests call ``enhance`` directly: run them as the engine does on the CPU, subnormals flushed
+    (Zero-DCE's and IAT's official weights hold subnormals that cost 30-50x the CPU time otherwise, for
+    byte-identical 8-bit outputs; see ``engine.flush_denormals``)."""
+    if not request.module.__name__.startswith("test_baselines"):
+        yield
+        return
+    import torch
+
+    from cals_bench.engine import flush_denormals
+
+    with flush_denormals(torch.device("cpu")):
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op torch thread for a module's tests: on two shared, busy cores a second thread only adds
