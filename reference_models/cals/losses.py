@@ -35,9 +35,9 @@ from torch import nn
 from cals_bench.face.align import alignment_matrix
 from cals_bench.face.mobilefacenet import COLUMN_OFFSET, INPUT_HEIGHT, INPUT_WIDTH, MobileFaceNet
 from cals_bench.metrics.lpips import LAYOUTS, LpipsBackbone, scale_input
+from cals_bench.train.losses import ssim_per_sample
 
 BT601 = (0.299, 0.587, 0.114)
-SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -46,30 +46,6 @@ SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 
 def l1_per_sample(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return (out - ref).abs().flatten(1).mean(1)
-
-
-def _gaussian(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    half = SSIM_WINDOW // 2
-    x = torch.arange(-half, half + 1, device=device, dtype=torch.float64)
-    k = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
-    return (k / k.sum()).to(dtype)
-
-
-def ssim_per_sample(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM per image (data range 1, K1 0.01, K2 0.03, population moments, valid window)."""
-    _, c, h, w = x.shape
-    if h < SSIM_WINDOW or w < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} images, got {h}x{w}")
-    k = _gaussian(x.device, x.dtype)
-    kx = k.view(1, 1, 1, -1).expand(5 * c, 1, 1, SSIM_WINDOW)
-    ky = k.view(1, 1, -1, 1).expand(5 * c, 1, SSIM_WINDOW, 1)
-    stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    filt = F.conv2d(F.conv2d(stacked, kx, groups=5 * c), ky, groups=5 * c)
-    mu_x, mu_y, e_xx, e_yy, e_xy = filt.split(c, dim=1)
-    var_x, var_y, cov = e_xx - mu_x * mu_x, e_yy - mu_y * mu_y, e_xy - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
-    return s.flatten(1).mean(1)
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:

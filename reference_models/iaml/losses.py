@@ -15,40 +15,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cals_bench.train.losses import ssim_per_sample
+
 BT601 = (0.299, 0.587, 0.114)
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
 
 
 def mse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(output, target)
 
 
-def _gaussian_window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    half = SSIM_WINDOW // 2
-    x = torch.arange(-half, half + 1, device=device, dtype=torch.float64)
-    k = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
-    return (k / k.sum()).to(dtype)
-
-
 def structural_similarity(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Differentiable mean SSIM over the batch, data range 1 (see the module docstring for the convention)."""
-    b, c, h, w = output.shape
-    if h < SSIM_WINDOW or w < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} images, got {h}x{w}")
-    k = _gaussian_window(output.device, output.dtype)
-    kx = k.view(1, 1, 1, -1).expand(5 * c, 1, 1, SSIM_WINDOW)
-    ky = k.view(1, 1, -1, 1).expand(5 * c, 1, SSIM_WINDOW, 1)
-    stacked = torch.cat([output, target, output * output, target * target, output * target], dim=1)
-    filt = F.conv2d(F.conv2d(stacked, kx, groups=5 * c), ky, groups=5 * c)
-    mu_x, mu_y, e_xx, e_yy, e_xy = filt.split(c, dim=1)
-    var_x = e_xx - mu_x * mu_x
-    var_y = e_yy - mu_y * mu_y
-    cov = e_xy - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
-    den = (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
-    return (num / den).mean()
+    return ssim_per_sample(output, target).mean()
 
 
 def ssim_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
