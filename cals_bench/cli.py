@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from cals_bench import numbers
-from cals_bench.cli_common import EXIT_SAMPLE_FAILURES, EXIT_USER_ERROR, results_option
+from cals_bench.cli_common import EXIT_SAMPLE_FAILURES, EXIT_USER_ERROR, data_root_option, results_option
 from cals_bench.cli_lazy import SUBSYSTEM_COMMANDS, LazyGroup
 from cals_bench.errors import CalsBenchError
 
@@ -56,13 +56,7 @@ def main() -> None:
     "checkpoint:PATH, or 'all-baselines'.",
 )
 @click.option("--model-args", default="", help="Constructor arguments, k=v,k2=v2 (YAML scalars).")
-@click.option(
-    "--data-root",
-    type=click.Path(),
-    default=None,
-    envvar="CALS_BENCH_DATA_ROOT",
-    help="Dataset folder (else $CALS_BENCH_DATA/<dataset name>).",
-)
+@data_root_option
 @results_option
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available).")
 @click.option("--batch-size", type=int, default=None, help="Override the protocol's batch size.")
@@ -496,7 +490,7 @@ def data():
 
 @data.command("check")
 @click.option("--protocol", "protocol_name", required=True)
-@click.option("--data-root", type=click.Path(), default=None)
+@data_root_option
 def data_check(protocol_name, data_root):
     """Verify a dataset's layout, pairs and declared checksums.  Example: cals-bench data check --protocol lol-v1 --data-root DIR"""
     from cals_bench import protocol as protocol_mod

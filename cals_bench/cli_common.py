@@ -23,6 +23,14 @@ class CliGroup(click.Group):
             sys.exit(EXIT_USER_ERROR)
 
 
+data_root_option = click.option(
+    "--data-root",
+    type=click.Path(),
+    default=None,
+    envvar="CALS_BENCH_DATA_ROOT",
+    help="Dataset folder (else $CALS_BENCH_DATA/<dataset name>; env CALS_BENCH_DATA_ROOT).",
+)
+
 results_option = click.option(
     "--results",
     type=click.Path(file_okay=False),

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from cals_bench.cli_common import EXIT_USER_ERROR, results_option
+from cals_bench.cli_common import EXIT_USER_ERROR, data_root_option, results_option
 
 
 def _store(results):
@@ -103,9 +103,7 @@ def validate(spec, model_args, batch_timeout, memory_gb, log_mb, weights, as_jso
 @click.option("--protocol", "protocol_name", required=True, help="Protocol name or YAML path.")
 @click.option("--name", default=None, help="Display name (never a registered model's name).")
 @click.option("--model-args", default="", help="Constructor arguments, k=v,k2=v2 (YAML scalars).")
-@click.option(
-    "--data-root", type=click.Path(), default=None, envvar="CALS_BENCH_DATA_ROOT", help="Dataset folder."
-)
+@data_root_option
 @results_option
 @_with_limits
 @click.option(
@@ -174,9 +172,7 @@ def submit(
 @click.option("--protocol", "protocol_name", required=True, help="Protocol name or YAML path.")
 @click.option("--outputs", required=True, type=click.Path(), help="Folder or .zip of enhanced images.")
 @click.option("--name", required=True, help="Display name (never a registered model's name).")
-@click.option(
-    "--data-root", type=click.Path(), default=None, envvar="CALS_BENCH_DATA_ROOT", help="Dataset folder."
-)
+@data_root_option
 @results_option
 @click.option("--force", is_flag=True, help="Score again even if an identical submission exists.")
 @click.option("--note", default=None, help="Submitter note kept with the submission.")
