@@ -20,7 +20,8 @@ from tests.test_report_browser import ARTIFACTS, Browser, check_page, chromium_b
 
 
 @pytest.fixture(scope="module")
-def board_store(tmp_path_factory):
+def board_store(tmp_path_factory, shared_weights):
+    # the demo protocol's GPI features and LPIPS need the AlexNet weights (../shared/weights offline)
     from cals_bench.cli import main
 
     base = tmp_path_factory.mktemp("fairness-board")
