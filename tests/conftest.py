@@ -61,20 +61,24 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
 
 
-@pytest.fixture(autouse=True)
-def _baselines_as_the_engine_runs_them(request):
-    """Baseline tests call ``enhance`` directly: run them as the engine does on the CPU, subnormals flushed
-    (Zero-DCE's and IAT's official weights hold subnormals that cost 30-50x the CPU time otherwise, for
-    byte-identical 8-bit outputs; see ``engine.flush_denormals``)."""
-    if not request.module.__name__.startswith("test_baselines"):
-        yield
-        return
+@pytest.fixture(scope="module")
+def flush_denormals():
+    """A module's tests run models as the engine does on the CPU, subnormals flushed (Zero-DCE's and IAT's
+    official weights hold subnormals that cost 30-50x the CPU time otherwise, for byte-identical 8-bit
+    outputs; see ``engine.flush_denormals``)."""
     import torch
 
-    from cals_bench.engine import flush_denormals
+    from cals_bench.engine import flush_denormals as flushing
 
-    with flush_denormals(torch.device("cpu")):
+    with flushing(torch.device("cpu")):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _baselines_as_the_engine_runs_them(request):
+    """Baseline tests call ``enhance`` directly: give every one of them the engine's CPU conditions."""
+    if request.module.__name__.startswith("test_baselines"):
+        request.getfixturevalue("flush_denormals")
 
 
 @pytest.fixture(scope="module")

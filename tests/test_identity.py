@@ -237,7 +237,8 @@ def test_missing_face_weights_make_it_unavailable_never_a_number(monkeypatch, tm
         metric.score_batch(celeb[1][:1], celeb[1][:1], _ctxs(1))
 
 
-def test_insightface_without_model_reports_why(monkeypatch, tmp_path):
+def test_insightface_without_model_reports_why(monkeypatch, tmp_path, shared_weights):
+    # the face detector (YuNet, ../shared/weights) is checked first; this test is about the recogniser
     monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "insightface"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     metric = build_metric("id_sim", backend="insightface")

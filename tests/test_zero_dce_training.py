@@ -3,6 +3,7 @@ official checkpoint's loss, fine-tuning from it, gradients, and checkpoints that
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +31,6 @@ from reference_models.zero_dce.losses import (
 from reference_models.zero_dce.trainer import ZeroDCEConfig, ZeroDCETask
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "flush_denormals")
-
-
-@pytest.fixture(scope="module")
-def flush_denormals():
-    """Epoch99.pth holds 19,267 denormal weights (upstream trains with weight decay): on the CPU they make
-    DCE-Net ~30x slower. Flushing them to zero changes values below 1.2e-38 only."""
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -237,14 +229,18 @@ def test_train_zero_dce_command_and_checkpoint_loads_into_the_enhancers(tmp_path
     state = {k.removeprefix("net."): v for k, v in ckpt["model"].items()}
     net = ZeroDCENet()
     net.load_state_dict(state, strict=True)  # the baseline's network, unchanged
-    official = ZeroDCE()  # the registered enhancer's network takes it as it takes Epoch99.pth
-    official.net.load_state_dict(state, strict=True)
     enh = load_enhancer(f"checkpoint:{tmp_path / 'run' / 'last.pt'}")
     x = torch.rand(1, 3, 21, 30, generator=torch.Generator().manual_seed(3)) * 0.3
     with torch.no_grad():
         ref = net(x).clamp(0, 1)
-        assert torch.equal(enh.enhance(x), ref) and torch.equal(official.enhance(x), ref)
+        assert torch.equal(enh.enhance(x), ref)
     assert enh.metadata()["training"]["task"] == "zero-dce"
+    if not os.environ.get("CALS_BENCH_WEIGHTS"):
+        pytest.skip("checkpoint checks passed; the registered zero-dce enhancer needs ../shared/weights")
+    official = ZeroDCE()  # the registered enhancer's network takes it as it takes Epoch99.pth
+    official.net.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert torch.equal(official.enhance(x), ref)
 
 
 def test_zero_dce_configs_validate():
