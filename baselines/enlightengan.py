@@ -48,7 +48,7 @@ class EnlightenGAN(VariantEnhancer):
         self, *, variant: str | None = None, checkpoint: str | None = None, weights: str | None = None
     ) -> None:
         super().__init__(variant=variant)
-        from reference_models.enlightengan.network import AttentionUNet
+        from cals_bench.reference_models.enlightengan.network import AttentionUNet
 
         if self.variant == "authors":
             if checkpoint or not weights:

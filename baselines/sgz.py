@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from baselines.zero_dce import ZeroDCEPlusPlusNet, pad_to_multiple
+from cals_bench.baselines.zero_dce import ZeroDCEPlusPlusNet, pad_to_multiple
 from cals_bench.enhancer import Enhancer, register_enhancer
 from cals_bench.published import Published
 
@@ -18,7 +18,7 @@ class SGZ(Enhancer):
     """SGZ (Zheng & Gupta, WACV 2022): a Zero-DCE++-shaped curve estimator trained with a semantic loss.
 
     Paper: Semantic-Guided Zero-Shot Learning for Low-Light Image/Video Enhancement, WACV 2022 workshops.
-    Network: :class:`baselines.zero_dce.ZeroDCEPlusPlusNet` (depthwise-separable, ``conv_type='dsc'``,
+    Network: :class:`cals_bench.baselines.zero_dce.ZeroDCEPlusPlusNet` (depthwise-separable, ``conv_type='dsc'``,
     10,561 parameters); the segmentation network is used only in training and is not part of the weights.
 
     Weights: ``llie/sgz`` = ``weight/Epoch99.pth`` of

@@ -36,7 +36,7 @@ from cals_bench.errors import CalsBenchError
 ENTRY_POINT_GROUP = "cals_bench.enhancers"
 # Modules whose import registers the built-in enhancers. A module that fails to import is reported by
 # `cals-bench models list` and skipped; it never hides the others.
-BUILTIN_MODULES = ("cals_bench.sanity", "baselines", "cals_bench.train.checkpoint_enhancer")
+BUILTIN_MODULES = ("cals_bench.sanity", "cals_bench.baselines", "cals_bench.train.checkpoint_enhancer")
 
 
 class Enhancer(abc.ABC):
@@ -210,7 +210,7 @@ def import_errors() -> dict[str, str]:
     """Modules that failed to import while loading the registry (module -> error)."""
     _load_builtins()
     errors = dict(_IMPORT_ERRORS)
-    baselines = sys.modules.get("baselines")
+    baselines = sys.modules.get("cals_bench.baselines")
     errors.update(getattr(baselines, "IMPORT_ERRORS", {}))
     return errors
 

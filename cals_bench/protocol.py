@@ -180,7 +180,7 @@ class Protocol:
 
 def protocol_dir() -> Path:
     """The folder of built-in protocol YAMLs (the ``protocols`` package, also inside a wheel)."""
-    return Path(str(resources.files("protocols")))
+    return Path(str(resources.files("cals_bench.protocols")))
 
 
 def available() -> dict[str, Path]:

@@ -15,8 +15,8 @@ import torch
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from baselines import lime as lime_mod
-from baselines import msrcr as msrcr_mod
+from cals_bench.baselines import lime as lime_mod
+from cals_bench.baselines import msrcr as msrcr_mod
 from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError

@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from baselines.iat import IAT
+from cals_bench.baselines.iat import IAT
 from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable

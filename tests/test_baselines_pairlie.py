@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from baselines.pairlie import PairLIE
+from cals_bench.baselines.pairlie import PairLIE
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable
 from cals_bench.weights import get_spec

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from baselines.retinexnet import RetinexNet
+from cals_bench.baselines.retinexnet import RetinexNet
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import WeightsHashMismatch, WeightsUnavailable
 from cals_bench.weights import get_spec

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.ruas import RUAS, local_max_2x2
+from cals_bench.baselines.ruas import RUAS, local_max_2x2
 from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable

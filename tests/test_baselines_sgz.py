@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.sgz import SGZ
-from baselines.zero_dce import ZeroDCEPlusPlusNet
+from cals_bench.baselines.sgz import SGZ
+from cals_bench.baselines.zero_dce import ZeroDCEPlusPlusNet
 from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable

@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from baselines.uretinex import URetinexNet, URetinexNetGTGuided
+from cals_bench.baselines.uretinex import URetinexNet, URetinexNetGTGuided
 from cals_bench.data.io import read_rgb, to_tensor, to_uint8
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError, WeightsHashMismatch, WeightsUnavailable

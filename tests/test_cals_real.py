@@ -70,7 +70,7 @@ def test_identity_loss_is_one_minus_the_metric_cosine(shared_weights, data_root)
     """L_id (torch: grid_sample warp, float) vs the id_sim metric with the same network (cv2 warp, 8-bit):
     both align on the reference's YuNet landmarks; they differ by interpolation and 8-bit rounding only."""
     from cals_bench.metrics.identity import IdentitySimilarity
-    from reference_models.cals.losses import IdentityLoss
+    from cals_bench.reference_models.cals.losses import IdentityLoss
 
     ref = _faces(data_root, FACES)
     g = torch.Generator().manual_seed(0)
@@ -87,9 +87,9 @@ def test_identity_loss_is_one_minus_the_metric_cosine(shared_weights, data_root)
 
 def test_context_head_trains_above_chance_on_a_tiny_real_set(shared_weights, data_root):
     from cals_bench.data.io import to_tensor
-    from reference_models.cals.context import CONTEXTS, ContextPredictor, fit_head
-    from reference_models.cals.data import DEFAULT_PROTOCOLS, context_parts, subsample
-    from reference_models.cals.losses import AlexFeatures
+    from cals_bench.reference_models.cals.context import CONTEXTS, ContextPredictor, fit_head
+    from cals_bench.reference_models.cals.data import DEFAULT_PROTOCOLS, context_parts, subsample
+    from cals_bench.reference_models.cals.losses import AlexFeatures
 
     pred = ContextPredictor(AlexFeatures(pretrained=True))
     feats = {"train": [], "val": []}

@@ -13,11 +13,7 @@ import torch
 from PIL import Image
 
 from cals_bench.enhancer import load_enhancer
-from cals_bench.train.batch import Batch
-from cals_bench.train.config import config_from_dict, merge
-from cals_bench.train.loop import Trainer
-from cals_bench.train.seeds import across_seeds
-from reference_models.cals.losses import (
+from cals_bench.reference_models.cals.losses import (
     batch_groups,
     edge_per_sample,
     fairness_terms,
@@ -25,8 +21,18 @@ from reference_models.cals.losses import (
     ssim_per_sample,
     struct_per_sample,
 )
-from reference_models.cals.scheduler import CONTEXTS, TERMS, fixed_row, scheduled_weights, weight_table
-from reference_models.cals.trainer import CALSConfig, CALSModel, applied_weights
+from cals_bench.reference_models.cals.scheduler import (
+    CONTEXTS,
+    TERMS,
+    fixed_row,
+    scheduled_weights,
+    weight_table,
+)
+from cals_bench.reference_models.cals.trainer import CALSConfig, CALSModel, applied_weights
+from cals_bench.train.batch import Batch
+from cals_bench.train.config import config_from_dict, merge
+from cals_bench.train.loop import Trainer
+from cals_bench.train.seeds import across_seeds
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -375,7 +381,7 @@ def test_across_seeds_matches_the_t_interval():
 
 
 def test_input_gain_starts_from_the_exposure_corrected_input():
-    from reference_models.cals.network import UNet
+    from cals_bench.reference_models.cals.network import UNet
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 20, 28) * 0.1

@@ -19,20 +19,20 @@ from PIL import Image
 
 from cals_bench.enhancer import load_enhancer
 from cals_bench.errors import CalsBenchError
-from cals_bench.train import checkpoint
-from cals_bench.train.batch import Batch
-from cals_bench.train.config import config_from_dict, load_config, merge
-from cals_bench.train.logs import read_rows
-from cals_bench.train.loop import Trainer
-from reference_models.enlightengan.losses import (
+from cals_bench.reference_models.enlightengan.losses import (
     VGGRelu51,
     ls_loss,
     relativistic_d_loss,
     relativistic_g_loss,
     self_feature_preserving_loss,
 )
-from reference_models.enlightengan.network import AttentionUNet, attention_map
-from reference_models.enlightengan.trainer import EnlightenGANConfig, EnlightenGANTask
+from cals_bench.reference_models.enlightengan.network import AttentionUNet, attention_map
+from cals_bench.reference_models.enlightengan.trainer import EnlightenGANConfig, EnlightenGANTask
+from cals_bench.train import checkpoint
+from cals_bench.train.batch import Batch
+from cals_bench.train.config import config_from_dict, load_config, merge
+from cals_bench.train.logs import read_rows
+from cals_bench.train.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cals_bench.metrics.fidelity import structural_similarity as benchmark_ssim
-from reference_models.iaml.losses import (
+from cals_bench.reference_models.iaml.losses import (
     cosine_mirror_loss,
     illumination_aware_mirror_loss,
     luminance_weight,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cals_bench.reference_models.iaml.losses import illumination_aware_mirror_loss
+from cals_bench.reference_models.iaml.network import CBAM, UNetCBAM
+from cals_bench.reference_models.iaml.trainer import IAMLConfig, IAMLModel
 from cals_bench.train.config import OptimConfig, RuntimeConfig, ScheduleConfig
 from cals_bench.train.loop import StepRunner, build_optimizer, build_scheduler
-from reference_models.iaml.losses import illumination_aware_mirror_loss
-from reference_models.iaml.network import CBAM, UNetCBAM
-from reference_models.iaml.trainer import IAMLConfig, IAMLModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -82,7 +82,7 @@ def test_published_entries_match_by_arguments_and_tolerance():
     with pytest.raises(ValueError):
         Published(kind="paper", source="x", scores={"psnr": float("nan")})
 
-    from baselines.iat import IAT
+    from cals_bench.baselines.iat import IAT
 
     entries = normalise(IAT.published)["lol-v1"]
     # The README figure applies to the lol_v1 weights only.
@@ -106,8 +106,8 @@ def _meta(cls: type, args: dict, given: dict | None) -> dict:
 
 
 def test_non_default_arguments():
-    from baselines.lime import Lime
-    from baselines.sci import SCI
+    from cals_bench.baselines.lime import Lime
+    from cals_bench.baselines.sci import SCI
     from cals_bench.report.model_columns import non_default_args
     from cals_bench.sanity import Gamma
 

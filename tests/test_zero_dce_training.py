@@ -12,9 +12,16 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from baselines.zero_dce import ZeroDCE, ZeroDCENet
+from cals_bench.baselines.zero_dce import ZeroDCE, ZeroDCENet
 from cals_bench.data.io import read_rgb, to_tensor
 from cals_bench.enhancer import load_enhancer
+from cals_bench.reference_models.zero_dce.losses import (
+    colour_constancy_loss,
+    exposure_control_loss,
+    illumination_smoothness_loss,
+    spatial_consistency_loss,
+)
+from cals_bench.reference_models.zero_dce.trainer import ZeroDCEConfig, ZeroDCETask
 from cals_bench.train import checkpoint
 from cals_bench.train.batch import Batch, collate
 from cals_bench.train.cli import train
@@ -22,13 +29,6 @@ from cals_bench.train.config import config_from_dict
 from cals_bench.train.data import StepBatchSampler
 from cals_bench.train.loop import Trainer
 from cals_bench.train.sources import build_source
-from reference_models.zero_dce.losses import (
-    colour_constancy_loss,
-    exposure_control_loss,
-    illumination_smoothness_loss,
-    spatial_consistency_loss,
-)
-from reference_models.zero_dce.trainer import ZeroDCEConfig, ZeroDCETask
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "flush_denormals")
 

@@ -41,7 +41,7 @@ from cals_bench.errors import CalsBenchError
 from cals_bench.submit.wire import Channel, WireError, tensor_from, tensor_message
 
 ENV_SANDBOX = "CALS_BENCH_SANDBOX"  # "none" forces the process level (tests of the refusal path)
-SUITE_PACKAGES = ("cals_bench", "baselines", "reference_models", "protocols")
+SUITE_PACKAGES = ("cals_bench", "cals_bench.baselines", "cals_bench.reference_models", "cals_bench.protocols")
 
 
 @dataclass(frozen=True)

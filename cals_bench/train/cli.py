@@ -346,8 +346,8 @@ def grid(config_name, lambdas, data_root, overrides, device, quiet, out, as_json
 
 def _add_commands() -> None:
     """Commands defined beside what they run: several seeds, the CALS context predictor's head."""
+    from cals_bench.reference_models.cals.cli import context_command
     from cals_bench.train.seeds import seeds_command
-    from reference_models.cals.cli import context_command
 
     train.add_command(seeds_command)
     train.add_command(context_command)

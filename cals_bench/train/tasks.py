@@ -31,10 +31,10 @@ from cals_bench.train.batch import Batch
 
 # Modules whose import registers the built-in tasks.
 TASK_MODULES = (
-    "reference_models.iaml.trainer",
-    "reference_models.cals.trainer",
-    "reference_models.zero_dce.trainer",
-    "reference_models.enlightengan.trainer",
+    "cals_bench.reference_models.iaml.trainer",
+    "cals_bench.reference_models.cals.trainer",
+    "cals_bench.reference_models.zero_dce.trainer",
+    "cals_bench.reference_models.enlightengan.trainer",
 )
 
 

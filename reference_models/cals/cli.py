@@ -46,7 +46,7 @@ def context_command(data_root, out, per_context, crop, epochs, test_per_context,
     Writes <out>/context_head.pt (what model.context_head names) and <out>/context_eval.json (accuracy and
     confusion matrix on the test split: full 256x256 images and training-size crops).
     """
-    from reference_models.cals.context import CONTEXTS, HeadSettings, train_head
+    from cals_bench.reference_models.cals.context import CONTEXTS, HeadSettings, train_head
 
     chosen = tuple(v.strip() for v in views.split(",") if v.strip())
     if not chosen or set(chosen) - {"full", "crop"}:

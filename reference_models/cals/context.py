@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference_models.cals.losses import AlexFeatures
+from cals_bench.reference_models.cals.losses import AlexFeatures
 
 CONTEXTS = ("medical", "face", "general")
 FEATURE_DIM = 2 * 1152
@@ -182,7 +182,7 @@ def train_head(
 ) -> dict[str, Any]:
     """Train the head on the train parts of the context protocols, evaluate on their test parts, write
     ``context_head.pt`` and ``context_eval.json`` into ``out_dir``; returns the evaluation record."""
-    from reference_models.cals.data import DEFAULT_PROTOCOLS, context_samples, subsample
+    from cals_bench.reference_models.cals.data import DEFAULT_PROTOCOLS, context_samples, subsample
 
     protocols = protocols or DEFAULT_PROTOCOLS
     out = Path(out_dir)

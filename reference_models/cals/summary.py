@@ -1,5 +1,5 @@
 """Markdown summaries of a CALS experiment's files: the context predictor's evaluation, the weights the
-scheduler applied per context, and a training run's course. ``python -m reference_models.cals.summary
+scheduler applied per context, and a training run's course. ``python -m cals_bench.reference_models.cals.summary
 RUN_DIR [CONTEXT_DIR]`` prints them (docs/cals.md quotes its output)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from reference_models.cals.scheduler import CONTEXTS, TERMS
-from reference_models.cals.trainer import applied_weights
+from cals_bench.reference_models.cals.scheduler import CONTEXTS, TERMS
+from cals_bench.reference_models.cals.trainer import applied_weights
 
 
 def confusion_markdown(context_eval: str | Path) -> str:

@@ -27,11 +27,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from cals_bench.train.batch import Batch
-from cals_bench.train.tasks import TrainableModel, register_task
-from reference_models.cals import data as _data  # noqa: F401  (registers the cals-contexts source)
-from reference_models.cals.context import ContextPredictor
-from reference_models.cals.losses import (
+from cals_bench.reference_models.cals import data as _data  # noqa: F401  (registers the cals-contexts source)
+from cals_bench.reference_models.cals.context import ContextPredictor
+from cals_bench.reference_models.cals.losses import (
     AlexFeatures,
     IdentityLoss,
     batch_groups,
@@ -40,8 +38,8 @@ from reference_models.cals.losses import (
     random_directions,
     struct_per_sample,
 )
-from reference_models.cals.network import UNet
-from reference_models.cals.scheduler import (
+from cals_bench.reference_models.cals.network import UNet
+from cals_bench.reference_models.cals.scheduler import (
     CONTEXTS,
     DEFAULT_WEIGHTS,
     TERMS,
@@ -50,6 +48,8 @@ from reference_models.cals.scheduler import (
     scheduled_weights,
     weight_table,
 )
+from cals_bench.train.batch import Batch
+from cals_bench.train.tasks import TrainableModel, register_task
 
 FACE = CONTEXTS.index("face")
 

@@ -22,16 +22,16 @@ import torch
 from torch import nn
 
 from cals_bench.errors import DataError
-from cals_bench.train.batch import Batch
-from cals_bench.train.tasks import Phase, TrainableModel, register_task
-from reference_models.enlightengan.losses import (
+from cals_bench.reference_models.enlightengan.losses import (
     VGGRelu51,
     ls_loss,
     relativistic_d_loss,
     relativistic_g_loss,
     self_feature_preserving_loss,
 )
-from reference_models.enlightengan.network import AttentionUNet, PatchDiscriminator
+from cals_bench.reference_models.enlightengan.network import AttentionUNet, PatchDiscriminator
+from cals_bench.train.batch import Batch
+from cals_bench.train.tasks import Phase, TrainableModel, register_task
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,16 @@ from typing import Literal
 import torch
 
 from cals_bench.errors import DataError
-from cals_bench.train.batch import Batch
-from cals_bench.train.tasks import EmaPair, TrainableModel, register_task
-from reference_models.iaml.losses import (
+from cals_bench.reference_models.iaml.losses import (
     cosine_mirror_loss,
     illumination_aware_mirror_loss,
     mse_loss,
     ssim_loss,
     standardised_l2_mirror_loss,
 )
-from reference_models.iaml.network import IAMLNetwork, UNetCBAM
+from cals_bench.reference_models.iaml.network import IAMLNetwork, UNetCBAM
+from cals_bench.train.batch import Batch
+from cals_bench.train.tasks import EmaPair, TrainableModel, register_task
 
 MIRROR_TERMS = {"iaml": "iaml", "std-l2": "std_l2_mirror", "cosine": "cosine_mirror"}
 

@@ -1,9 +1,9 @@
 """Zero-DCE as a training task for the shared engine (``task: zero-dce``).
 
-The network is the suite's :class:`baselines.zero_dce.ZeroDCENet` (the one the registered ``zero-dce``
+The network is the suite's :class:`cals_bench.baselines.zero_dce.ZeroDCENet` (the one the registered ``zero-dce``
 enhancer runs with the official weights): a checkpoint's ``net.*`` tensors are that network's state dict,
 so it loads into the baseline's network or runs as ``checkpoint:PATH``. The losses are the four
-zero-reference terms of :mod:`reference_models.zero_dce.losses`; training reads low-light images only
+zero-reference terms of :mod:`cals_bench.reference_models.zero_dce.losses`; training reads low-light images only
 (``data.source: lows``), never a reference.
 
 Upstream's training recipe (``lowlight_train.py``): conv weights ~ N(0, 0.02) (biases keep PyTorch's
@@ -19,17 +19,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from baselines.zero_dce import ZeroDCENet, apply_curves
+from cals_bench.baselines.zero_dce import ZeroDCENet, apply_curves
+from cals_bench.reference_models.zero_dce.losses import zero_reference_losses
 from cals_bench.train.batch import Batch
 from cals_bench.train.tasks import TrainableModel, register_task
-from reference_models.zero_dce.losses import zero_reference_losses
 
 
 @dataclass(frozen=True)
 class ZeroDCEConfig:
     """The ``model:`` section of a Zero-DCE config.
 
-    Weights default to upstream's training script (see :mod:`reference_models.zero_dce.losses` for the
+    Weights default to upstream's training script (see :mod:`cals_bench.reference_models.zero_dce.losses` for the
     paper's). ``exposure_level`` E = 0.6 on ``exposure_patch`` 16 x 16 regions, ``spatial_pool`` 4.
     ``init``: ``paper`` (conv weights ~ N(0, 0.02), as upstream's ``weights_init``) or a weights-registry
     name whose state dict starts the run (``llie/zero-dce``: fine-tune the official weights; resolved and
