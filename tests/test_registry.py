@@ -1,0 +1,99 @@
+"""The one registry pattern (cals_bench.registry): built-in modules, entry points, duplicates, unknown names."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import types
+
+import pytest
+
+from cals_bench.errors import CalsBenchError
+from cals_bench.registry import Registry
+
+
+@pytest.fixture
+def plugin_dist(tmp_path, monkeypatch):
+    """A real installed distribution on sys.path: a module and a dist-info naming it in entry points."""
+    (tmp_path / "demo_plugin_mod.py").write_text("VALUE = 42\nIMPORTED = True\n")
+    info = tmp_path / "demo_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent(
+            """
+            [cals_bench.widgets]
+            answer = demo_plugin_mod:VALUE
+            broken = demo_plugin_mod_missing:VALUE
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("demo_plugin_mod", None)
+
+
+def test_builtin_modules_register_on_first_lookup_and_failures_are_recorded(tmp_path, monkeypatch):
+    reg: Registry[int] = Registry("widget", builtin_modules=("demo_widgets_ok", "demo_widgets_bad"))
+    holder = types.ModuleType("demo_widgets_holder")
+    holder.REG = reg
+    monkeypatch.setitem(sys.modules, "demo_widgets_holder", holder)
+    (tmp_path / "demo_widgets_ok.py").write_text(
+        "import demo_widgets_holder\ndemo_widgets_holder.REG.register('one', 1)\n"
+    )
+    (tmp_path / "demo_widgets_bad.py").write_text("raise RuntimeError('optional dependency missing')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert "demo_widgets_ok" not in sys.modules  # nothing imported before the first lookup
+        assert reg.get("one") == 1
+        assert reg.names() == ["one"]
+        assert reg.origin("one") == "builtins:int"
+        assert reg.import_errors() == {"demo_widgets_bad": "RuntimeError: optional dependency missing"}
+    finally:
+        sys.modules.pop("demo_widgets_ok", None)
+        sys.modules.pop("demo_widgets_bad", None)
+
+
+def test_duplicate_names_are_refused_unless_the_same_object():
+    reg: Registry[object] = Registry("widget", entry_point_group=None)
+    a, b = object(), object()
+    reg.register("a", a)
+    assert reg.register("a", a) is a  # the same object again (a module imported twice) is harmless
+    with pytest.raises(ValueError, match="widget name 'a' registered twice"):
+        reg.register("a", b)
+    reg.unregister("a")
+    assert reg.register("a", b) is b
+
+
+def test_unknown_names_suggest_the_closest():
+    reg: Registry[int] = Registry("widget", entry_point_group=None)
+    reg.register("lpips", 1)
+    reg.register("psnr", 2)
+    with pytest.raises(CalsBenchError, match=r"unknown widget 'lpip'; did you mean lpips\?"):
+        reg.get("lpip")
+    with pytest.raises(CalsBenchError, match=r"unknown widget 'zzz'; known widgets: lpips, psnr"):
+        reg.get("zzz")
+
+
+def test_entry_points_are_listed_at_once_and_imported_only_when_used(plugin_dist):
+    reg: Registry[int] = Registry("widget")
+    assert reg.entry_point_group == "cals_bench.widgets"
+    assert reg.names() == ["answer", "broken"]
+    assert "demo_plugin_mod" not in sys.modules  # listed, not imported
+    assert reg.origin("answer") == "entry point demo_plugin_mod:VALUE"
+    assert reg.get("answer") == 42
+    assert "demo_plugin_mod" in sys.modules
+    with pytest.raises(CalsBenchError, match="widget 'broken' .* failed to import: ModuleNotFoundError"):
+        reg.get("broken")
+
+
+def test_items_reports_a_broken_entry_point_instead_of_failing_the_listing(plugin_dist):
+    reg: Registry[int] = Registry("widget")
+    assert reg.items() == {"answer": 42}
+    assert "failed to import" in reg.import_errors()["entry point broken"]
+
+
+def test_a_built_in_name_wins_over_an_entry_point_of_the_same_name(plugin_dist):
+    reg: Registry[int] = Registry("widget")
+    reg.register("answer", 7)
+    assert reg.get("answer") == 7
