@@ -34,6 +34,8 @@ def _per_image_uint8(x: torch.Tensor, fn) -> torch.Tensor:
 
 @register_enhancer("identity")
 class Identity(Enhancer):
+    """Returns its input: the sanity row that scores doing nothing."""
+
     summary = "returns the input unchanged (sanity row: the score of doing nothing)"
     sanity = True
 
@@ -43,6 +45,8 @@ class Identity(Enhancer):
 
 @register_enhancer("gamma")
 class Gamma(Enhancer):
+    """A fixed gamma curve ``x ** (1 / gamma)``: the simplest brightening sanity row."""
+
     summary = "fixed gamma curve x**(1/gamma), default gamma=2.2 (sanity row)"
     sanity = True
 
@@ -59,6 +63,8 @@ class Gamma(Enhancer):
 
 @register_enhancer("histogram-equalization")
 class HistogramEqualization(Enhancer):
+    """Global histogram equalisation, on luma or per RGB channel (sanity row)."""
+
     summary = "global histogram equalisation on luma (space=y, default) or per RGB channel (space=rgb)"
     sanity = True
 
@@ -82,6 +88,8 @@ class HistogramEqualization(Enhancer):
 
 @register_enhancer("clahe")
 class Clahe(Enhancer):
+    """CLAHE on the L channel of CIELAB with OpenCV (sanity row)."""
+
     summary = "CLAHE on the L channel of CIELAB (OpenCV; clip_limit=2.0, tile=8)"
     sanity = True
 

@@ -135,6 +135,7 @@ class Shard:
 
 
 def torch_cuda_index() -> int:
+    """The current CUDA device index (imported lazily: torch only when sharding on GPUs)."""
     import torch
 
     return torch.cuda.current_device()

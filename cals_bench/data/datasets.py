@@ -82,6 +82,7 @@ def preprocess(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def preprocess_key(spec: PreprocessSpec) -> str:
+    """The preprocessing as a short text key (``native`` or the resize settings), part of cache keys."""
     if spec.resize is None:
         return "native"
     return f"resize={spec.resize[0]}x{spec.resize[1]}:{spec.resize_mode}:{spec.interpolation}"
@@ -99,6 +100,7 @@ def _file_key(path: Path, pre: PreprocessSpec) -> Callable[[], str]:
 
 
 def layout_help(ds: DatasetSpec) -> str:
+    """One line telling a user which files the dataset's layout expects under its data root."""
     if ds.layout == "paired":
         expect = f"<root>/{ds.low_dir}/*.png with matching <root>/{ds.high_dir}/*.png"
     elif ds.layout == "synthetic":
@@ -297,6 +299,7 @@ def utkface_labels(files: list[Path]) -> dict[str, dict[str, str]]:
 
 
 def age_band(age: float) -> str:
+    """The age band (``0-39``, ``40-59``, ``60+``) that the fairness protocols group ages by."""
     if age < 40:
         return "0-39"
     if age < 60:

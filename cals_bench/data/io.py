@@ -28,6 +28,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def is_image(path: Path) -> bool:
+    """True when the file name has one of the image suffixes the suite reads."""
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -161,6 +162,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def sha256_path(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

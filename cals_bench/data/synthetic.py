@@ -49,6 +49,7 @@ def sample_rng(seed: int, sample_id: str) -> np.random.Generator:
 
 
 def draw_parameters(spec: DegradationSpec, seed: int, sample_id: str) -> dict[str, float]:
+    """The degradation parameters of one sample, drawn uniformly from the spec's ranges by (seed, sample id)."""
     rng = sample_rng(seed, sample_id)
     return {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in asdict(spec).items()}
 

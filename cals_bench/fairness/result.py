@@ -39,6 +39,7 @@ def frame_to_dict(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def frame_from_dict(d: dict[str, Any]) -> pd.DataFrame:
+    """Rebuild a DataFrame from its stored dict (columns, rows and dtypes), the inverse of the audit's writer."""
     df = pd.DataFrame(d["data"], columns=d["columns"])
     for col, dtype in d["dtypes"].items():
         if dtype.startswith("float"):

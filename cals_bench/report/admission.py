@@ -83,6 +83,7 @@ def is_complete(row: Any) -> bool:
 
 
 def incomplete_flag(row: Any):
+    """The table flag of a run that did not score every sample (listed after complete runs, unranked)."""
     from cals_bench.report.runinfo import Flag
 
     return Flag(
@@ -107,4 +108,5 @@ def unranked_notes(rows: list[Any]) -> list[str]:
 
 
 def rank_text(row: Any) -> str:
+    """A leaderboard row's rank as text (``-`` for unranked rows)."""
     return str(row.rank) if row.rank else "-"

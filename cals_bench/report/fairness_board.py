@@ -88,6 +88,8 @@ class GroupingBoard:
 
 @dataclass
 class FairnessBoard:
+    """One fairness board: a metric's group gaps for every model on one grouped protocol."""
+
     name: str
     version: int
     title: str

@@ -43,6 +43,8 @@ class GridItem:
 
 @dataclass
 class GridSection:
+    """A titled row of image-grid items in a report."""
+
     title: str
     items: list[GridItem]
 

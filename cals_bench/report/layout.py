@@ -29,19 +29,23 @@ def reports_root(root: str | Path | None = None) -> Path:
 
 
 def protocol_folder(root: Path, name: str, version: int) -> Path:
+    """The report folder of one protocol version (``<name>-v<version>``)."""
     return root / f"{slug(name)}-v{int(version)}"
 
 
 def run_folder(root: Path, meta: Mapping[str, Any]) -> Path:
+    """The report folder of one run, inside its protocol's folder."""
     proto = meta["protocol"]
     return protocol_folder(root, proto["name"], proto["version"]) / "runs" / slug(meta["run_id"], 120)
 
 
 def leaderboard_file(root: Path, name: str, version: int) -> Path:
+    """The leaderboard page of one protocol version."""
     return protocol_folder(root, name, version) / "leaderboard.html"
 
 
 def compare_folder(root: Path, meta_a: Mapping[str, Any], meta_b: Mapping[str, Any]) -> Path:
+    """The report folder comparing two runs of the same protocol."""
     proto = meta_a["protocol"]
     name = f"{slug(meta_a['run_id'], 80)}__vs__{slug(meta_b['run_id'], 80)}"
     return protocol_folder(root, proto["name"], proto["version"]) / "compare" / name

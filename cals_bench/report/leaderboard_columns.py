@@ -125,6 +125,7 @@ def _agreements(f: ModelFacts | None, which: str) -> list[Agreement]:
 
 
 def text_headers(lb: Leaderboard) -> tuple[list[str], list[str]]:
+    """Headers and alignments of the model columns (parameters, speed, published figures) in the text table."""
     pub, up = has_references(lb)
     headers = ["Params", f"{SPEED_LABEL} \u2193"]
     align = ["r", "r"]
@@ -138,6 +139,7 @@ def text_headers(lb: Leaderboard) -> tuple[list[str], list[str]]:
 
 
 def text_cells(lb: Leaderboard, r: Row) -> list[str]:
+    """A row's model-column cells in the text table."""
     f = _facts(r)
     pub, up = has_references(lb)
     cells = [
@@ -156,6 +158,7 @@ def text_cells(lb: Leaderboard, r: Row) -> list[str]:
 
 
 def text_notes(lb: Leaderboard) -> list[str]:
+    """The notes printed under the text table for the model columns (devices, published figures)."""
     notes = []
     devs = devices(lb)
     if devs:
@@ -188,6 +191,7 @@ def text_notes(lb: Leaderboard) -> list[str]:
 
 
 def frame_columns(lb: Leaderboard, r: Row) -> dict[str, Any]:
+    """A row's model columns as plain values for the CSV/JSON leaderboard export."""
     f = _facts(r)
     out: dict[str, Any] = {
         "model_args_non_default": args_text(r),
@@ -234,6 +238,7 @@ def _html_agreements(items: list[Agreement], with_kind: bool) -> dict[str, Any]:
 
 
 def html_row(lb: Leaderboard, r: Row) -> dict[str, Any]:
+    """A row's model-column cells for the HTML leaderboard template."""
     f = _facts(r)
     pub, up = has_references(lb)
     sp = f.speed if f else None

@@ -223,6 +223,8 @@ def agreement_text(a: Agreement, metric_fmt) -> str:
 
 @dataclass
 class ModelFacts:
+    """What the leaderboard shows about a run's model besides its scores."""
+
     parameters: int | None
     args: dict[str, Any]
     speed: Speed | None
@@ -232,6 +234,7 @@ class ModelFacts:
 def model_facts(
     meta: Mapping[str, Any], samples: pd.DataFrame | None, protocol: str, metrics: Sequence[str]
 ) -> ModelFacts:
+    """Collect a run's model facts: parameter count, non-default arguments, speed and published references."""
     params = (meta.get("model") or {}).get("parameters")
     return ModelFacts(
         parameters=int(params) if isinstance(params, (int, float)) and not isinstance(params, bool) else None,

@@ -273,6 +273,8 @@ def validate_spec(
 
 @dataclass
 class Outcome:
+    """What a submission produced: its stored record, the engine result when scored now, and the checks."""
+
     record: dict[str, Any]
     result: Any = None  # engine RunResult when scored now
     identical: bool = False
@@ -297,6 +299,7 @@ def submit_code(
     progress: bool = True,
     command: list[str] | None = None,
 ) -> Outcome:
+    """Validate a submitted model (wrapper code or checkpoint), run it isolated on the protocol and store the result."""
     from cals_bench import protocol as protocol_mod
     from cals_bench.data.datasets import load_samples
 
@@ -463,6 +466,7 @@ def score_outputs(
     progress: bool = True,
     command: list[str] | None = None,
 ) -> Outcome:
+    """Score a folder of submitted output images against the protocol's hidden references and store the result."""
     from cals_bench import protocol as protocol_mod
     from cals_bench.data.datasets import load_samples
     from cals_bench.engine import evaluate

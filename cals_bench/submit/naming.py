@@ -25,6 +25,7 @@ def _norm(name: str) -> str:
 
 
 def registered_names() -> set[str]:
+    """Every registered model name, with each ``name@variant``."""
     out: set[str] = set()
     for name, entry in registry().items():
         out.add(name)
@@ -56,6 +57,7 @@ def is_builtin(spec: str) -> bool:
 
 
 def is_plugin(spec: str) -> bool:
+    """True when the model name comes from another package's entry point."""
     reg = registry()
     entry = reg.get(spec) or reg.get(spec.split("@", 1)[0])
     return entry is not None and entry.origin.startswith("entry point")

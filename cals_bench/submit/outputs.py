@@ -169,6 +169,7 @@ def decode(data: bytes, label: str) -> np.ndarray:
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
+    """An image's (width, height) read from its header only, or None when the bytes are not an image."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.size  # (width, height), read from the header only

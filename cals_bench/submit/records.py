@@ -70,6 +70,7 @@ COLUMNS = (
 
 
 def submitter_info(note: str | None = None) -> dict[str, str]:
+    """Who submitted (user and host, plus an optional note of at most 500 characters)."""
     try:
         user = getpass.getuser()
     except Exception:  # no user name in some containers
@@ -81,6 +82,7 @@ def submitter_info(note: str | None = None) -> dict[str, str]:
 
 
 def content_key(kind: str, content_hash: str, args: dict[str, Any], protocol: str, name: str) -> str:
+    """The key that makes two submissions of the same content, arguments, protocol and name identical."""
     blob = json.dumps([kind, content_hash, args, protocol, name], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -20,6 +20,8 @@ MAX_PAD_MULTIPLE = 256
 
 
 class RemoteEnhancer(Enhancer):
+    """An Enhancer whose ``enhance`` runs in a sandboxed worker process (a submitted model)."""
+
     summary = "a submitted model, run in its own sandboxed process"
 
     def __init__(

@@ -46,6 +46,8 @@ SUITE_PACKAGES = ("cals_bench", "cals_bench.baselines", "cals_bench.reference_mo
 
 @dataclass(frozen=True)
 class Isolation:
+    """How a submitted model is isolated (``bwrap``, ``landlock`` or only a separate ``process``)."""
+
     level: str  # "bwrap", "landlock" or "process"
     detail: str
 
@@ -142,6 +144,8 @@ def _base_args() -> list[str]:
 
 @dataclass
 class Limits:
+    """Resource limits of a submission's worker process (time, memory, files, log size, threads)."""
+
     batch_timeout_s: float = 600.0
     start_timeout_s: float = 300.0
     memory_bytes: int = 8 * 2**30
@@ -155,6 +159,8 @@ class Limits:
 
 @dataclass
 class Bind:
+    """A read-only bind mount shown to the sandboxed worker (host path -> path inside)."""
+
     source: Path
     target: str
 

@@ -23,6 +23,8 @@ RANGE_TOLERANCE = 1e-3
 
 @dataclass
 class Check:
+    """One line of a submission's checklist: a name, pass/fail (None: a figure only) and its detail."""
+
     name: str
     ok: bool | None  # None: informative figure only
     detail: str
@@ -122,12 +124,15 @@ def run_checks(worker: Worker, *, load_error: str | None = None) -> list[Check]:
 
 
 def passed(checks: list[Check]) -> bool:
+    """True when no check failed."""
     return all(c.ok is not False for c in checks)
 
 
 def checklist_text(checks: list[Check]) -> str:
+    """The checklist as lines of ``[PASS|FAIL|INFO] name detail``."""
     return "\n".join(c.line() for c in checks)
 
 
 def to_dicts(checks: list[Check]) -> list[dict[str, Any]]:
+    """The checklist as plain dicts for JSON."""
     return [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]

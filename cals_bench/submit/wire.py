@@ -52,6 +52,7 @@ def tensor_message(t: torch.Tensor) -> tuple[dict[str, Any], memoryview]:
 
 
 def tensor_from(header: dict[str, Any], payload: bytes | bytearray) -> torch.Tensor:
+    """Rebuild a tensor from a wire message's header and payload, refusing malformed or oversized ones."""
     dtype = DTYPES.get(str(header.get("dtype")))
     shape = header.get("shape")
     if dtype is None:

@@ -68,6 +68,7 @@ def _meta(model) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    """The sandboxed worker's entry point: load the submitted model, then answer ``enhance`` requests."""
     from cals_bench.submit.wire import Channel, WireError, tensor_from, tensor_message
 
     chan = Channel(int(argv[1]), int(argv[2]))

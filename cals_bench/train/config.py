@@ -144,6 +144,8 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A training run's whole configuration, validated from YAML; its hash is recorded in checkpoints."""
+
     task: str
     data: DataConfig
     name: str = ""
@@ -224,6 +226,7 @@ def builtin_configs() -> dict[str, Path]:
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A training config's path from a built-in config name or a YAML path (one-line error otherwise)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -284,6 +287,7 @@ def _with_source_options(data: DataConfig, source: str) -> DataConfig:
 
 
 def config_from_json(text: str, source: str = "checkpoint") -> TrainConfig:
+    """Rebuild a TrainConfig from its JSON text (as stored in a checkpoint)."""
     return config_from_dict(json.loads(text), source)
 
 

@@ -20,6 +20,8 @@ from cals_bench.errors import CalsBenchError
 
 @dataclass(frozen=True)
 class DistContext:
+    """Where this training process stands under torchrun: rank, world size, device and backend."""
+
     rank: int
     world: int
     local_rank: int
@@ -74,5 +76,6 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 
 
 def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (a no-op in a single process)."""
     if ctx.distributed:
         dist.barrier()

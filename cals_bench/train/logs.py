@@ -51,6 +51,7 @@ def _fmt(v):
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a training log CSV as dicts of strings."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 

@@ -90,6 +90,7 @@ def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
 
 
 def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over the parameters with the config's learning rate, betas, eps and weight decay."""
     cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
     return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
 

@@ -83,6 +83,7 @@ def summarise(per_seed: dict[int, dict[str, dict[str, dict[str, float]]]]) -> di
 
 
 def to_text(summary: dict[str, Any], config_name: str, seeds: list[int]) -> str:
+    """The across-seeds summary as a text table (mean, sd, range and 95% t-interval per protocol and metric)."""
     lines = [
         f"{config_name}: {len(seeds)} seed(s) {seeds}; mean over seeds, sd (ddof 1), [min, max], 95% t-CI"
     ]

@@ -133,6 +133,8 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, k: int = len(CONTEXTS))
 
 @dataclass(frozen=True)
 class HeadSettings:
+    """Training and test settings of the CALS context predictor's head."""
+
     per_context: int = 400  # training images per context (all when fewer); faces are subsampled
     crop: int = 160  # one random crop of this size per training image, besides the full image
     epochs: int = 300

@@ -45,10 +45,12 @@ BT601 = (0.299, 0.587, 0.114)
 
 
 def l1_per_sample(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error per sample, ``(B,)``."""
     return (out - ref).abs().flatten(1).mean(1)
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of an RGB batch, ``(B, 1, H, W)``."""
     w = torch.tensor(BT601, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True)
 
@@ -62,10 +64,12 @@ def sobel_magnitude(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def edge_per_sample(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of Sobel magnitudes per sample, ``(B,)``."""
     return (sobel_magnitude(out) - sobel_magnitude(ref)).abs().flatten(1).mean(1)
 
 
 def struct_per_sample(out: torch.Tensor, ref: torch.Tensor, edge_weight: float = 1.0) -> torch.Tensor:
+    """The structure term per sample: ``1 - SSIM`` plus ``edge_weight`` times the edge term."""
     return (1.0 - ssim_per_sample(out, ref)) + edge_weight * edge_per_sample(out, ref)
 
 
@@ -140,6 +144,8 @@ def random_directions(k: int, dim: int, seed: int, device: torch.device, dtype: 
 
 @dataclass(frozen=True)
 class Group:
+    """The batch positions of one attribute value (a demographic group) in a training batch."""
+
     attribute: str
     value: str
     members: tuple[int, ...]

@@ -59,4 +59,5 @@ def scheduled_weights(probs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 
 def fixed_weights(batch_size: int, row: torch.Tensor) -> torch.Tensor:
+    """One fixed row of loss weights repeated for every sample of a batch, ``(B, terms)``."""
     return row.unsqueeze(0).expand(batch_size, -1).clone()

@@ -14,6 +14,7 @@ from cals_bench.reference_models.cals.trainer import applied_weights
 
 
 def confusion_markdown(context_eval: str | Path) -> str:
+    """The context predictor's confusion matrices (full images and crops) as markdown tables."""
     rec = json.loads(Path(context_eval).read_text())
     out = []
     for key in ("test_full", "test_crop"):
@@ -80,6 +81,7 @@ def training_markdown(run_dir: str | Path) -> str:
 
 
 def main(argv: list[str]) -> None:
+    """Print a CALS run's training, loss-weight and (optionally) context-predictor tables as markdown."""
     run = Path(argv[0])
     print(training_markdown(run))
     print(weights_markdown(run / "log.csv"))

@@ -21,6 +21,7 @@ BT601 = (0.299, 0.587, 0.114)
 
 
 def mse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the batch."""
     return F.mse_loss(output, target)
 
 
