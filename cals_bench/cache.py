@@ -23,7 +23,7 @@ treated as a miss and rewritten. An in-memory LRU (bounded in bytes) sits in fro
 On POSIX an entry is read by mapping its file (the members are stored uncompressed, so each array is a
 read-only view of the page cache: no copy, and each member's CRC-32 is checked as ``zipfile`` would), and
 a written entry goes into the LRU as such a mapping of the file just written rather than as a private copy
-(10 MB of LPIPS maps per 600x400 reference: a warm read 9.3 -> 3.5 ms CPU, a write 11.7 -> 8 ms).
+(10 MB of LPIPS maps per 600x400 reference: a warm read 9.3 -> 3.2 ms CPU; a write copies nothing).
 Elsewhere (Windows, where a mapped file cannot be replaced) entries are read with ``np.load`` and copied.
 """
 
