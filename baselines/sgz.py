@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from cals_bench.baselines.zero_dce import ZeroDCEPlusPlusNet, pad_to_multiple
+from cals_bench.baselines.zero_dce import ZeroDCEPlusPlusNet
 from cals_bench.enhancer import Enhancer, register_enhancer
+from cals_bench.padding import pad_to_multiple
 from cals_bench.published import Published
 
 
@@ -61,5 +62,5 @@ class SGZ(Enhancer):
         self.net.eval()
 
     def enhance(self, x: torch.Tensor) -> torch.Tensor:
-        padded, h, w = pad_to_multiple(x, self.pad_multiple)
-        return self.net(padded)[..., :h, :w].clamp(0.0, 1.0)
+        h, w = x.shape[-2:]
+        return self.net(pad_to_multiple(x, self.pad_multiple))[..., :h, :w].clamp(0.0, 1.0)

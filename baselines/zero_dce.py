@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cals_bench.enhancer import Enhancer, register_enhancer
+from cals_bench.padding import pad_to_multiple
 from cals_bench.published import Published
 
 ZERO_DCE_PAPER = (
@@ -39,21 +40,6 @@ def apply_curves(x: torch.Tensor, r: torch.Tensor | list[torch.Tensor]) -> torch
     for step in maps:
         x = x + step * (x * x - x)
     return x
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
-    """Reflect-pad H and W at the bottom/right up to a multiple of ``multiple``; return the tensor and (H, W).
-
-    The engine already pads to ``pad_multiple`` before calling ``enhance``, so this is a no-op there; it keeps
-    ``enhance`` correct when called directly on any size. Replicate padding is used only where a side is too
-    short to reflect (fewer rows than the padding needs).
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, h, w
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), h, w
 
 
 class ZeroDCENet(nn.Module):
@@ -229,5 +215,6 @@ class ZeroDCEPlusPlus(Enhancer):
         self.net.eval()
 
     def enhance(self, x: torch.Tensor) -> torch.Tensor:
-        padded, h, w = pad_to_multiple(x, self.pad_multiple)
-        return self.net(padded)[..., :h, :w].clamp(0.0, 1.0)
+        # the engine already pads to pad_multiple (a no-op here); this keeps a direct call correct on any size
+        h, w = x.shape[-2:]
+        return self.net(pad_to_multiple(x, self.pad_multiple))[..., :h, :w].clamp(0.0, 1.0)

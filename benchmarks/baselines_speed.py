@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cals_bench.padding import pad_to_multiple
+
 HEIGHT, WIDTH = 400, 600
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -55,16 +57,6 @@ def test_image(lol: Path, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, st
     return (high * 0.15).contiguous(), high.contiguous(), "synthetic (seeded, LOL-v1 absent)"
 
 
-def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad H, W at the bottom/right up to ``multiple`` as the engine does (replicate if too short)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not ph and not pw:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
 def time_model(
     model, low: torch.Tensor, high: torch.Tensor, device: torch.device, repeats: int
 ) -> tuple[list[float], list[float]]:
@@ -78,10 +70,10 @@ def time_model(
             torch.cuda.synchronize(device)
 
     def call() -> None:
-        x = pad_to(low, multiple)
+        x = pad_to_multiple(low, multiple)
         with torch.inference_mode():
             if model.uses_ground_truth:
-                out = model.enhance_with_reference(x, pad_to(high, multiple))
+                out = model.enhance_with_reference(x, pad_to_multiple(high, multiple))
             else:
                 out = model.enhance(x)
         if tuple(out.shape) != tuple(x.shape):

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cals_bench import limits, numbers, run_record, sharding
 from cals_bench.data.datasets import Sample, check_checksums, load_samples
@@ -36,6 +35,7 @@ from cals_bench.data.io import to_tensor, to_uint8, write_png
 from cals_bench.enhancer import Enhancer, load_enhancer
 from cals_bench.errors import CalsBenchError, DataError, ModelOutputError, SampleError
 from cals_bench.metrics import Metric, SampleContext, build_metric, noreference, quantize
+from cals_bench.padding import pad_to_multiple
 from cals_bench.protocol import Protocol
 from cals_bench.store import Store, slug
 
@@ -172,15 +172,6 @@ def git_revision() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not ph and not pw:
-        return x, 0, 0
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), ph, pw
-
-
 def _validate_output(out: Any, expected: tuple[int, ...], model: str) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         raise ModelOutputError(f"model {model} returned {type(out).__name__}, expected a torch.Tensor")
@@ -256,11 +247,11 @@ def run_key(protocol: Protocol, model_meta: dict, metrics_meta: list[dict], data
 def build_metrics(protocol: Protocol, extra: tuple[str, ...] = ()) -> tuple[list[Metric], dict[str, str]]:
     """The protocol's metrics that can run here, and {name: reason} for those that cannot."""
     metrics, unavailable = [], {}
-    from cals_bench.metrics import IMPORT_ERRORS, metric_registry
+    from cals_bench.metrics import METRICS
 
     for name in dict.fromkeys([*protocol.all_metrics, *extra]):
-        if name not in metric_registry() and IMPORT_ERRORS:
-            failed = "; ".join(f"{m}: {e}" for m, e in IMPORT_ERRORS.items())
+        if name not in METRICS and METRICS.import_errors():
+            failed = "; ".join(f"{m}: {e}" for m, e in METRICS.import_errors().items())
             unavailable[name] = (
                 f"metric {name!r} is not registered because a metric module failed to import ({failed})"
             )
@@ -781,14 +772,14 @@ def flush_denormals(dev: torch.device):
 
 def _run_model(enhancer: Enhancer, low: torch.Tensor, high: torch.Tensor, seed: int, dev: torch.device):
     torch.manual_seed(seed)
-    x, ph, pw = _pad(low, max(1, int(enhancer.pad_multiple)))
+    multiple = max(1, int(enhancer.pad_multiple))
+    x = pad_to_multiple(low, multiple)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
     with torch.inference_mode(), flush_denormals(dev):
         if enhancer.uses_ground_truth:
-            ref, _, _ = _pad(high, max(1, int(enhancer.pad_multiple)))
-            out = enhancer.enhance_with_reference(x, ref)
+            out = enhancer.enhance_with_reference(x, pad_to_multiple(high, multiple))
         else:
             out = enhancer.enhance(x)
         out = _validate_output(out, tuple(x.shape), enhancer.name)

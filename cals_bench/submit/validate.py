@@ -40,9 +40,9 @@ def _probe(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 
 def _call(worker: Worker, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    from cals_bench.engine import _pad
+    from cals_bench.padding import pad_to_multiple
 
-    xp, _, _ = _pad(x, max(1, min(int(worker.meta.get("pad_multiple") or 1), 256)))
+    xp = pad_to_multiple(x, max(1, min(int(worker.meta.get("pad_multiple") or 1), 256)))
     out = worker.enhance(xp, seed)
     if tuple(out.shape) != tuple(xp.shape):
         raise WorkerError(f"model returned shape {tuple(out.shape)} for input {tuple(xp.shape)}")

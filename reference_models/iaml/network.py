@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cals_bench.padding import pad_to_multiple
+
 
 class ChannelAttention(nn.Module):
     """CBAM channel attention (Woo et al., ECCV 2018): a shared MLP over average- and max-pooled features.
@@ -161,12 +163,7 @@ class UNetCBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = self.pad_multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        out, _ = self.forward_levels(x)
+        out, _ = self.forward_levels(pad_to_multiple(x, self.pad_multiple))
         return out[..., :h, :w]
 
 
