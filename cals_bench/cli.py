@@ -366,9 +366,9 @@ def metrics():
 @metrics.command("list")
 def metrics_list():
     """List metrics with direction and whether they can run here.  Example: cals-bench metrics list"""
-    from cals_bench.metrics import IMPORT_ERRORS, metric_registry
+    from cals_bench.metrics import METRICS
 
-    for name, cls in metric_registry().items():
+    for name, cls in METRICS.items().items():
         try:
             ok, reason = cls().available()
         except Exception as exc:
@@ -382,7 +382,7 @@ def metrics_list():
         click.echo(f"{name:<14}{cols}{flag}  {cls.summary}")
         if not ok:
             click.echo(f"{'':<14}unavailable: {reason}")
-    for mod, err in IMPORT_ERRORS.items():
+    for mod, err in METRICS.import_errors().items():
         click.echo(f"(could not import {mod}: {err})", err=True)
 
 

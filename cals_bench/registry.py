@@ -61,6 +61,8 @@ class Registry(Generic[T]):
         self._entry_points: dict[str, EntryPoint] = {}
         self._errors: dict[str, str] = {}
         self._loaded = False
+        # bumped by every change, so that tables derived from the registry know when to rebuild
+        self.revision = 0
 
     # -- registration ---------------------------------------------------------------------------------
     def register(self, name: str, obj: T, *, origin: str | None = None) -> T:
@@ -71,6 +73,8 @@ class Registry(Generic[T]):
             raise ValueError(
                 f"{self.kind} name {name!r} registered twice: {self._origins[name]} and {origin or _origin(obj)}"
             )
+        if name not in self._items:
+            self.revision += 1
         self._items[name] = obj
         self._origins[name] = origin or _origin(obj)
         return obj
@@ -89,6 +93,7 @@ class Registry(Generic[T]):
         self._items.pop(name, None)
         self._origins.pop(name, None)
         self._entry_points.pop(name, None)
+        self.revision += 1
 
     # -- lookup ---------------------------------------------------------------------------------------
     def load_builtins(self) -> None:
@@ -133,6 +138,12 @@ class Registry(Generic[T]):
                 ) from exc
             return self.register(name, obj, origin=f"entry point {ep.value}")
         raise CalsBenchError(self.unknown_message(name))
+
+    def registered(self) -> dict[str, T]:
+        """The objects registered so far, by name; entry points not imported yet are left out (and stay
+        unimported): listings that must not import plugins start here."""
+        self.load_builtins()
+        return dict(sorted(self._items.items()))
 
     def items(self) -> dict[str, T]:
         """Every registered object by name, entry points imported (what listings show)."""

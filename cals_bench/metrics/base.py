@@ -13,13 +13,13 @@ reports itself unavailable (with the command that fixes it) instead of producing
 from __future__ import annotations
 
 import abc
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from cals_bench.errors import CalsBenchError
+from cals_bench.registry import Registry
 
 
 @dataclass
@@ -86,20 +86,33 @@ class Metric(abc.ABC):
         }
 
 
-_METRIC_CLASSES: dict[str, type[Metric]] = {}
+# Modules whose import registers the built-in metrics; imported on the first lookup, each on its own, so
+# that a missing optional dependency disables only its metric (reported by `cals-bench metrics list`).
+BUILTIN_METRIC_MODULES = (
+    "cals_bench.metrics.fidelity",
+    "cals_bench.metrics.lpips",
+    "cals_bench.metrics.identity",
+    "cals_bench.metrics.niqe",
+    "cals_bench.metrics.piqe",
+    "cals_bench.metrics.exposure",
+)
+# name -> Metric class: the built-ins, then what other packages declare in the entry-point group
+# ``cals_bench.metrics`` (imported when used)
+METRICS: Registry[type[Metric]] = Registry("metric", builtin_modules=BUILTIN_METRIC_MODULES)
 
 
 def register_metric(cls: type[Metric]) -> type[Metric]:
+    """Class decorator: ``@register_metric`` makes a :class:`Metric` subclass available by its ``name``.
+
+    A second, different class under a name already taken is refused (ValueError naming both)."""
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} needs a name")
-    _METRIC_CLASSES[cls.name] = cls
-    return cls
+    return METRICS.register(cls.name, cls)
 
 
 def metric_registry() -> dict[str, type[Metric]]:
-    import cals_bench.metrics  # noqa: F401  (the package registers the built-ins)
-
-    return dict(sorted(_METRIC_CLASSES.items()))
+    """Every registered metric class by name (built-ins and entry points)."""
+    return METRICS.items()
 
 
 def column_directions() -> dict[str, bool]:
@@ -111,9 +124,4 @@ def column_directions() -> dict[str, bool]:
 
 
 def build_metric(name: str, **options: Any) -> Metric:
-    reg = metric_registry()
-    if name not in reg:
-        close = difflib.get_close_matches(name, list(reg), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known metrics: {', '.join(reg)}"
-        raise CalsBenchError(f"unknown metric {name!r}{hint}")
-    return reg[name](**options)
+    return METRICS.get(name)(**options)
