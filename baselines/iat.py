@@ -12,6 +12,7 @@ from torch import nn
 
 from cals_bench.enhancer import VariantEnhancer, register_enhancer
 from cals_bench.published import Published
+from cals_bench.weights import WeightSpec, register
 
 
 class _AffineChannelNorm(nn.Module):
@@ -192,6 +193,49 @@ class IATNet(nn.Module):
         return out ** gamma.view(-1, 1, 1, 1)
 
 
+# Weight files (``cals-bench weights list``), from the authors' repository at a pinned commit. One per
+# variant.
+_UPSTREAM = {
+    "repo": "cuiziteng/Illumination-Adaptive-Transformer",
+    "commit": "c76472265247f47cea57649af28b15018bb64cb1",
+    "licence": "Apache-2.0",
+    "paper": "Cui et al., You Only Need 90K Parameters to Adapt Light: a Light Weight Transformer for Image Enhancement and Exposure Correction, BMVC 2022",
+    "used_by": "iat",
+}
+WEIGHTS = {
+    "lol_v1": register(
+        WeightSpec.on_github(
+            "llie/iat-lol_v1",
+            "llie/iat/best_Epoch_lol_v1.pth",
+            "6fb32236152283d3f3633ea1b79601c7e819efbf9d87d6b4767e1db0f1f3435b",
+            427160,
+            path="IAT_enhance/best_Epoch_lol_v1.pth",
+            **_UPSTREAM,
+        )
+    ),
+    "lol": register(
+        WeightSpec.on_github(
+            "llie/iat-lol",
+            "llie/iat/best_Epoch_lol.pth",
+            "9564b7e10882e688ac817ae6fd164544d05b9f74232de56c33ed7f9dabf7bdc4",
+            427160,
+            path="IAT_enhance/best_Epoch_lol.pth",
+            **_UPSTREAM,
+        )
+    ),
+    "exposure": register(
+        WeightSpec.on_github(
+            "llie/iat-exposure",
+            "llie/iat/best_Epoch_exposure.pth",
+            "15a9494582f028bef996d4af7145860eaa5d67799d2b0625ed93ff8c546ea3ee",
+            427160,
+            path="IAT_enhance/best_Epoch_exposure.pth",
+            **_UPSTREAM,
+        )
+    ),
+}
+
+
 @register_enhancer("iat")
 class IAT(VariantEnhancer):
     """IAT (Illumination-Adaptive Transformer), Cui et al., "You Only Need 90K Parameters to Adapt Light:
@@ -226,11 +270,8 @@ class IAT(VariantEnhancer):
     """
 
     summary = "IAT (BMVC 2022): local mul/add maps + global gamma and colour matrix, 91k params"
-    paper = (
-        "Cui et al., You Only Need 90K Parameters to Adapt Light: a Light Weight Transformer for Image "
-        "Enhancement and Exposure Correction, BMVC 2022"
-    )
-    licence = "Apache-2.0"
+    paper = WEIGHTS["lol_v1"].paper
+    licence = WEIGHTS["lol_v1"].licence
     published = {
         "lol-v1": [
             Published(
@@ -264,7 +305,7 @@ class IAT(VariantEnhancer):
     def __init__(self, *, variant: str | None = None) -> None:
         super().__init__(variant=variant)
         self.net = IATNet()
-        state = self.load_weights(f"llie/iat-{self.variant}")
+        state = self.load_weights(WEIGHTS[self.variant].name)
         self.net.load_state_dict(state, strict=True)
         self.net.eval()
         self.normalise_input = self.variant in self._NORMALISED_INPUT

@@ -13,6 +13,7 @@ from torch import nn
 from cals_bench.enhancer import Enhancer, register_enhancer
 from cals_bench.errors import CalsBenchError
 from cals_bench.published import Published
+from cals_bench.weights import WeightSpec, register
 
 
 def _five_conv_stack(out_channels: int, width: int = 64) -> nn.Sequential:
@@ -52,6 +53,23 @@ class PairLIENet(nn.Module):
         return self.L_net(x), self.R_net(x), x
 
 
+# Weight files (``cals-bench weights list``), from the authors' repository at a pinned commit.
+WEIGHTS = register(
+    WeightSpec.on_github(
+        "llie/pairlie",
+        "llie/pairlie/PairLIE.pth",
+        "e223ec9e66504550e69f65b631ce520be9b5c4e8e0aba882768d06af355b0631",
+        1377483,
+        repo="zhenqifu/PairLIE",
+        commit="3fd5c1586aa5f8f0736382de36d5bf46a4e208c2",
+        path="weights/PairLIE.pth",
+        licence="none stated upstream",
+        paper="Fu et al., Learning a Simple Low-light Image Enhancer from Paired Low-light Instances, CVPR 2023",
+        used_by="pairlie",
+    )
+)
+
+
 @register_enhancer("pairlie")
 class PairLIE(Enhancer):
     """PairLIE, Fu et al., "Learning a Simple Low-light Image Enhancer from Paired Low-light Instances",
@@ -78,8 +96,8 @@ class PairLIE(Enhancer):
     """
 
     summary = "PairLIE (CVPR 2023): denoise, Retinex-decompose, out = L**0.14 * R (LOL exponent)"
-    paper = "Fu et al., Learning a Simple Low-light Image Enhancer from Paired Low-light Instances, CVPR 2023"
-    licence = "none stated upstream"
+    paper = WEIGHTS.paper
+    licence = WEIGHTS.licence
     published = {
         "lol-v1": [
             Published(
@@ -101,7 +119,7 @@ class PairLIE(Enhancer):
         self.l_exponent = l_exponent
         self.args["l_exponent"] = l_exponent
         self.net = PairLIENet()
-        self.net.load_state_dict(self.load_weights("llie/pairlie"), strict=True)
+        self.net.load_state_dict(self.load_weights(WEIGHTS.name), strict=True)
         self.net.eval()
 
     def enhance(self, x: torch.Tensor) -> torch.Tensor:

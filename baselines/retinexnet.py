@@ -13,6 +13,7 @@ from torch import nn
 
 from cals_bench.enhancer import Enhancer, register_enhancer
 from cals_bench.published import Published
+from cals_bench.weights import WeightSpec, register
 
 
 def _conv(cin: int, cout: int, k: int = 3, *, stride: int = 1, padding: int = 1) -> nn.Conv2d:
@@ -70,6 +71,38 @@ class RelightNet(nn.Module):
         return self.net2_output(self.net2_fusion(feats))
 
 
+# Weight files (``cals-bench weights list``), from the authors' repository at a pinned commit.
+_UPSTREAM = {
+    "repo": "aasharma90/RetinexNet_PyTorch",
+    "commit": "22675105f52432715a7935db16562f5117c9d369",
+    "licence": "none stated upstream",
+    "paper": "Wei et al., Deep Retinex Decomposition for Low-Light Enhancement, BMVC 2018 (PyTorch port)",
+    "used_by": "retinexnet",
+}
+WEIGHTS = {
+    "decom": register(
+        WeightSpec.on_github(
+            "llie/retinexnet-decom",
+            "llie/retinexnet/Decom_9200.tar",
+            "40c090e3bb884e697f6b396fe7fddade67172b30b428daa316c68a0b9247d4b5",
+            833535,
+            path="ckpts/Decom/9200.tar",
+            **_UPSTREAM,
+        )
+    ),
+    "relight": register(
+        WeightSpec.on_github(
+            "llie/retinexnet-relight",
+            "llie/retinexnet/Relight_9200.tar",
+            "513ae3a0bf503b9a6ecce1a46112135aefcfeb393cf61531e18cc3356701efde",
+            1392856,
+            path="ckpts/Relight/9200.tar",
+            **_UPSTREAM,
+        )
+    ),
+}
+
+
 @register_enhancer("retinexnet")
 class RetinexNet(Enhancer):
     """RetinexNet, Wei et al., "Deep Retinex Decomposition for Low-Light Enhancement", BMVC 2018, as ported
@@ -93,8 +126,8 @@ class RetinexNet(Enhancer):
     """
 
     summary = "RetinexNet (BMVC 2018), PyTorch port weights: Retinex decomposition + relighting net"
-    paper = "Wei et al., Deep Retinex Decomposition for Low-Light Enhancement, BMVC 2018 (PyTorch port)"
-    licence = "none stated upstream"
+    paper = WEIGHTS["decom"].paper
+    licence = WEIGHTS["decom"].licence
     published = {
         "lol-v1": [
             Published(
@@ -110,9 +143,9 @@ class RetinexNet(Enhancer):
     def __init__(self) -> None:
         super().__init__()
         self.decom = DecomNet()
-        self.decom.load_state_dict(self.load_weights("llie/retinexnet-decom"), strict=True)
+        self.decom.load_state_dict(self.load_weights(WEIGHTS["decom"].name), strict=True)
         self.relight = RelightNet()
-        self.relight.load_state_dict(self.load_weights("llie/retinexnet-relight"), strict=True)
+        self.relight.load_state_dict(self.load_weights(WEIGHTS["relight"].name), strict=True)
         self.decom.eval()
         self.relight.eval()
 

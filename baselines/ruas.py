@@ -14,6 +14,7 @@ from torch import nn
 
 from cals_bench.enhancer import VariantEnhancer, register_enhancer
 from cals_bench.published import Published
+from cals_bench.weights import WeightSpec, register
 
 # The searched operation of each of the cell's seven slots (c1_d, c1_r, c2_d, c2_r, c3_d, c3_r, c4), as in the
 # upstream genotypes ``IEM`` and ``NRM``.
@@ -141,6 +142,59 @@ class RUASNet(nn.Module):
         self.denoise_net = DenoiseNet()
 
 
+# Weight files (``cals-bench weights list``), from the authors' repository at a pinned commit. One per
+# variant, and the denoiser all variants share.
+_UPSTREAM = {
+    "repo": "KarelZhang/RUAS",
+    "commit": "f621bb19ceffbe27b2d9625bb806bc7cc60aea7b",
+    "licence": "none stated upstream",
+    "paper": "Liu et al., Retinex-inspired Unrolling with Cooperative Prior Architecture Search for Low-light Image Enhancement, CVPR 2021",
+    "used_by": "ruas",
+}
+WEIGHTS = {
+    "lol": register(
+        WeightSpec.on_github(
+            "llie/ruas-lol",
+            "llie/ruas/lol.pt",
+            "f45a881a9b836fff4a3172481f28c9eb4d91bc4df54ec064092f39ce40abcdcd",
+            31374,
+            path="ckpt/lol.pt",
+            **_UPSTREAM,
+        )
+    ),
+    "upe": register(
+        WeightSpec.on_github(
+            "llie/ruas-upe",
+            "llie/ruas/upe.pt",
+            "2252d3d909e346b547232c7015f034685aac75181171c6caf90ee12d87ca36c1",
+            31374,
+            path="ckpt/upe.pt",
+            **_UPSTREAM,
+        )
+    ),
+    "dark": register(
+        WeightSpec.on_github(
+            "llie/ruas-dark",
+            "llie/ruas/dark.pt",
+            "59083ec4dd4a2b7926c182a4add1519b9646a3aca6c39cfdb7d496fe885828e4",
+            31374,
+            path="ckpt/dark.pt",
+            **_UPSTREAM,
+        )
+    ),
+    "denoise": register(
+        WeightSpec.on_github(
+            "llie/ruas-denoise",
+            "llie/ruas/denoise.pt",
+            "15b64a9cb813ac1fef7b741a99ca7c6a7cc003525814ab3c624b82b0b5774dea",
+            14706,
+            path="model/denoise.pt",
+            **_UPSTREAM,
+        )
+    ),
+}
+
+
 @register_enhancer("ruas")
 class RUAS(VariantEnhancer):
     """RUAS (Liu et al., CVPR 2021): unrolled Retinex illumination estimation + a denoiser, 3,438 params.
@@ -168,11 +222,8 @@ class RUAS(VariantEnhancer):
     """
 
     summary = "RUAS: unrolled Retinex illumination estimation with searched cells, plus a searched denoiser"
-    paper = (
-        "Liu, Ma, Zhang, Fan, Luo. Retinex-inspired Unrolling with Cooperative Prior Architecture Search for "
-        "Low-light Image Enhancement. CVPR 2021"
-    )
-    licence = "none stated upstream (KarelZhang/RUAS)"
+    paper = WEIGHTS["denoise"].paper
+    licence = WEIGHTS["denoise"].licence
     published = {
         "lol-v1": [
             Published(
@@ -204,8 +255,8 @@ class RUAS(VariantEnhancer):
     def __init__(self, *, variant: str | None = None) -> None:
         super().__init__(variant=variant)
         self.net = RUASNet()
-        self.net.denoise_net.load_state_dict(self.load_weights("llie/ruas-denoise"), strict=True)
-        self.net.load_state_dict(self.load_weights(f"llie/ruas-{self.variant}"), strict=True)
+        self.net.denoise_net.load_state_dict(self.load_weights(WEIGHTS["denoise"].name), strict=True)
+        self.net.load_state_dict(self.load_weights(WEIGHTS[self.variant].name), strict=True)
         self.net.eval()
         self.denoise = self.variant == "lol"
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from cals_bench.enhancer import VariantEnhancer, register_enhancer
 from cals_bench.published import Published
+from cals_bench.weights import WeightSpec, register
 
 
 def _conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
@@ -79,6 +80,49 @@ class SCITrainingNet(nn.Module):
         self.calibrate = SCICalibrationNet()
 
 
+# Weight files (``cals-bench weights list``), from the authors' repository at a pinned commit. One per
+# variant.
+_UPSTREAM = {
+    "repo": "vis-opt-group/SCI",
+    "commit": "9d28a3f1237df248bb765e7fee16f7c4ac7dbeee",
+    "licence": "MIT",
+    "paper": "Ma et al., Toward Fast, Flexible, and Robust Low-Light Image Enhancement, CVPR 2022",
+    "used_by": "sci",
+}
+WEIGHTS = {
+    "easy": register(
+        WeightSpec.on_github(
+            "llie/sci-easy",
+            "llie/sci/easy.pt",
+            "b17326a26a93bf187ecbab217f9d3c57467a8b56020d4d9ff600ba257bbffb36",
+            43967,
+            path="weights/easy.pt",
+            **_UPSTREAM,
+        )
+    ),
+    "medium": register(
+        WeightSpec.on_github(
+            "llie/sci-medium",
+            "llie/sci/medium.pt",
+            "4ff1e7e66e8f18114f790e5085ca4c936f0858e329e7ad1cb65b8aa09a9c6916",
+            43967,
+            path="weights/medium.pt",
+            **_UPSTREAM,
+        )
+    ),
+    "difficult": register(
+        WeightSpec.on_github(
+            "llie/sci-difficult",
+            "llie/sci/difficult.pt",
+            "657fa1f280cae1035df0d5cbe628e91f2d0f28660df608a3fa3f7e9a71da5a13",
+            43967,
+            path="weights/difficult.pt",
+            **_UPSTREAM,
+        )
+    ),
+}
+
+
 @register_enhancer("sci")
 class SCI(VariantEnhancer):
     """SCI (Ma et al., CVPR 2022): one learned illumination stage, output = input / illumination, 258 params.
@@ -104,8 +148,8 @@ class SCI(VariantEnhancer):
     summary = (
         "SCI: self-calibrated illumination; one 3-conv illumination stage, output = input / illumination"
     )
-    paper = "Ma, Ma, Liu, Fan, Luo. Toward Fast, Flexible, and Robust Low-Light Image Enhancement. CVPR 2022"
-    licence = "MIT (vis-opt-group/SCI)"
+    paper = WEIGHTS["easy"].paper
+    licence = WEIGHTS["easy"].licence
     published = {
         "lol-v1": [
             Published(
@@ -137,7 +181,7 @@ class SCI(VariantEnhancer):
     def __init__(self, *, variant: str | None = None) -> None:
         super().__init__(variant=variant)
         full = SCITrainingNet()
-        full.load_state_dict(self.load_weights(f"llie/sci-{self.variant}"), strict=True)
+        full.load_state_dict(self.load_weights(WEIGHTS[self.variant].name), strict=True)
         self.net = full.enhance.eval()
 
     def enhance(self, x: torch.Tensor) -> torch.Tensor:

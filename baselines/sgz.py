@@ -12,13 +12,31 @@ from cals_bench.baselines.zero_dce import ZeroDCEPlusPlusNet
 from cals_bench.enhancer import Enhancer, register_enhancer
 from cals_bench.padding import pad_to_multiple
 from cals_bench.published import Published
+from cals_bench.weights import WeightSpec, register
+
+# The weight file (``cals-bench weights list``), from the authors' repository at a pinned commit.
+WEIGHTS = register(
+    WeightSpec.on_github(
+        "llie/sgz",
+        "llie/sgz/Epoch99.pth",
+        "54d87f6f3a2b5ee495abec7e714afcdf60eaa8d15370dd500792cd4f45f442f1",
+        52303,
+        repo="ShenZheng2000/Semantic-Guided-Low-Light-Image-Enhancement",
+        commit="94dedc53c17989e58bd0b9f236f6abfc72db4c92",
+        path="weight/Epoch99.pth",
+        licence="MIT",
+        paper="Zheng & Gupta, Semantic-Guided Zero-Shot Learning for Low-Light Image/Video Enhancement, WACV 2022",
+        used_by="sgz",
+    )
+)
 
 
 @register_enhancer("sgz")
 class SGZ(Enhancer):
     """SGZ (Zheng & Gupta, WACV 2022): a Zero-DCE++-shaped curve estimator trained with a semantic loss.
 
-    Paper: Semantic-Guided Zero-Shot Learning for Low-Light Image/Video Enhancement, WACV 2022 workshops.
+    Paper: Semantic-Guided Zero-Shot Learning for Low-Light Image/Video Enhancement, WACV 2022 (the
+    upstream README's citation: Proceedings of WACV, pp. 581-590).
     Network: :class:`cals_bench.baselines.zero_dce.ZeroDCEPlusPlusNet` (depthwise-separable, ``conv_type='dsc'``,
     10,561 parameters); the segmentation network is used only in training and is not part of the weights.
 
@@ -38,11 +56,8 @@ class SGZ(Enhancer):
     """
 
     summary = "SGZ: Zero-DCE++-shaped curve estimator trained with a semantic-guided zero-reference loss"
-    paper = (
-        "Zheng, Gupta. Semantic-Guided Zero-Shot Learning for Low-Light Image/Video Enhancement. "
-        "WACV 2022 workshops"
-    )
-    licence = "MIT (ShenZheng2000/Semantic-Guided-Low-Light-Image-Enhancement)"
+    paper = WEIGHTS.paper
+    licence = WEIGHTS.licence
     published = {
         "lol-v1": [
             Published(
@@ -58,7 +73,7 @@ class SGZ(Enhancer):
     def __init__(self) -> None:
         super().__init__()
         self.net = ZeroDCEPlusPlusNet(scale_factor=12)
-        self.net.load_state_dict(self.load_weights("llie/sgz"), strict=True)
+        self.net.load_state_dict(self.load_weights(WEIGHTS.name), strict=True)
         self.net.eval()
 
     def enhance(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 from cals_bench.enhancer import VariantEnhancer, register_enhancer
 from cals_bench.errors import CalsBenchError, WeightsError
 from cals_bench.published import Published
+from cals_bench.weights import WeightSpec, register
 
 _LEAK = 0.2
 
@@ -200,6 +201,60 @@ def _load_checkpoint(enh: VariantEnhancer, name: str) -> dict[str, Any]:
     return ckpt
 
 
+# Weight files (``cals-bench weights list``), from the authors' repository at a pinned commit. Four
+# networks: the decompositions of the low and (for gt_guided) the reference image, the unfolding and the
+# adjustment.
+_UPSTREAM = {
+    "repo": "AndersonYong/URetinex-Net",
+    "commit": "7ee2196e093b6a9ae5c20242e48f9d61021b6364",
+    "licence": "MIT",
+    "paper": "Wu et al., URetinex-Net: Retinex-based Deep Unfolding Network for Low-light Image Enhancement, CVPR 2022",
+    "used_by": "uretinex-net",
+}
+WEIGHTS = {
+    "init-low": register(
+        WeightSpec.on_github(
+            "llie/uretinex-init-low",
+            "llie/uretinex-net/init_low.pth",
+            "00a8d28ecaff67a79e045b3324bfab57d8ef18236a96a94aa9bcecccbb1f7e2d",
+            250453,
+            path="ckpt/init_low.pth",
+            **_UPSTREAM,
+        )
+    ),
+    "init-high": register(
+        WeightSpec.on_github(
+            "llie/uretinex-init-high",
+            "llie/uretinex-net/init_high.pth",
+            "7d11c3269a7db61301700c2d425788ea970b9a1418c9d4b376b624ce0eed36ba",
+            250437,
+            path="ckpt/init_high.pth",
+            **_UPSTREAM,
+        )
+    ),
+    "unfolding": register(
+        WeightSpec.on_github(
+            "llie/uretinex-unfolding",
+            "llie/uretinex-net/unfolding.pth",
+            "65ec556a3bd673cc4571bdd937ad38e44a56cbb011b81ad933b7d6ebeb6d55b5",
+            3207861,
+            path="ckpt/unfolding.pth",
+            **_UPSTREAM,
+        )
+    ),
+    "l-adjust": register(
+        WeightSpec.on_github(
+            "llie/uretinex-l-adjust",
+            "llie/uretinex-net/L_adjust.pth",
+            "6caba8b00e32758323294f3d49fcc0337e1884964cdebb85ae733ebd67442eda",
+            1802447,
+            path="ckpt/L_adjust.pth",
+            **_UPSTREAM,
+        )
+    ),
+}
+
+
 @register_enhancer("uretinex-net")
 class URetinexNet(VariantEnhancer):
     """URetinex-Net, Wu et al., "URetinex-Net: Retinex-based Deep Unfolding Network for Low-light Image
@@ -231,11 +286,8 @@ class URetinexNet(VariantEnhancer):
     """
 
     summary = "URetinex-Net (CVPR 2022): unrolled Retinex; blind fixed ratio 5 or gt_guided (reads GT)"
-    paper = (
-        "Wu et al., URetinex-Net: Retinex-based Deep Unfolding Network for Low-light Image Enhancement, "
-        "CVPR 2022"
-    )
-    licence = "MIT"
+    paper = WEIGHTS["unfolding"].paper
+    licence = WEIGHTS["unfolding"].licence
     published = {
         "lol-v1": [
             Published(
@@ -282,15 +334,15 @@ class URetinexNet(VariantEnhancer):
         if self.variant == "blind":
             self.args["ratio"] = self.ratio
 
-        unfolding = _load_checkpoint(self, "llie/uretinex-unfolding")
+        unfolding = _load_checkpoint(self, WEIGHTS["unfolding"].name)
         self.net = URetinexNetModel(UnfoldingSchedule.from_opts(unfolding["opts"]))
         self.net.decom_low.load_state_dict(
-            _load_checkpoint(self, "llie/uretinex-init-low")["state_dict"]["model_R"], strict=True
+            _load_checkpoint(self, WEIGHTS["init-low"].name)["state_dict"]["model_R"], strict=True
         )
         self.net.model_R.load_state_dict(unfolding["state_dict"]["model_R"], strict=True)
         self.net.model_L.load_state_dict(unfolding["state_dict"]["model_L"], strict=True)
         self.net.adjust.load_state_dict(
-            _load_checkpoint(self, "llie/uretinex-l-adjust")["state_dict"]["model_A"], strict=True
+            _load_checkpoint(self, WEIGHTS["l-adjust"].name)["state_dict"]["model_A"], strict=True
         )
         self.net.eval()
 
@@ -311,7 +363,7 @@ class URetinexNetGTGuided(URetinexNet):
         super().__init__(variant=variant, ratio=ratio)
         self.decom_high = _Decom()
         self.decom_high.load_state_dict(
-            _load_checkpoint(self, "llie/uretinex-init-high")["state_dict"]["model_R"], strict=True
+            _load_checkpoint(self, WEIGHTS["init-high"].name)["state_dict"]["model_R"], strict=True
         )
         self.decom_high.eval()
 

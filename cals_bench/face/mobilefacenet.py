@@ -32,8 +32,26 @@ from torch import nn
 
 from cals_bench.errors import WeightsError
 from cals_bench.face.recognize import RECOGNIZERS, FaceRecognizer
+from cals_bench.weights import WeightSpec, register
 
-WEIGHTS_NAME = "face/mobilefacenet-arcface-casia"
+# The face recognition network of CALS's identity loss L_id (``cals-bench weights list``).
+MOBILEFACENET_WEIGHTS = register(
+    WeightSpec.on_github(
+        "face/mobilefacenet-arcface-casia",
+        "face/mobilefacenet_arcface_casia_068.ckpt",
+        "e839247cdbdfc023fb7cadeaf53a4549d50c8fc24ad154c02e35920ea8910d99",
+        4130855,
+        repo="Xiaoccer/MobileFaceNet_Pytorch",
+        commit="26bd8d262017e472a3c7f56d62929e2138a70aeb",
+        path="model/best/068.ckpt",
+        licence="none stated upstream (research code)",
+        paper="Chen et al., MobileFaceNets: Efficient CNNs for Accurate Real-Time Face Verification on Mobile "
+        "Devices, CCBR 2018; trained with ArcFace (Deng et al., CVPR 2019) on CASIA-WebFace",
+        used_by="CALS identity loss L_id (training only; id_sim scores with SFace)",
+        notes="{'epoch', 'net_state_dict'}; 112x96 SphereFace-aligned RGB, (x-127.5)/128; 128-d embedding",
+    )
+)
+WEIGHTS_NAME = MOBILEFACENET_WEIGHTS.name
 INPUT_HEIGHT, INPUT_WIDTH = 112, 96
 COLUMN_OFFSET = 8  # (112 - 96) / 2: SphereFace template = ArcFace template - 8 px in x
 # (expansion, output channels, repeats, first stride)

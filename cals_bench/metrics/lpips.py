@@ -27,6 +27,7 @@ from torch import nn
 from cals_bench.cache import CacheKey
 from cals_bench.errors import CalsBenchError, SampleError, WeightsError
 from cals_bench.metrics.base import Metric, SampleContext, register_metric
+from cals_bench.weights import WeightSpec, register
 
 LpipsNet = Literal["alex", "vgg"]
 
@@ -38,6 +39,92 @@ EPS = 1e-10
 # layout). 2: channels-last convolutions on the CPU (features within 3e-6 of version 1's); 3: stored
 # (h, w, C), so that a cached map is a zero-copy channels-last tensor like the outputs' features.
 FEATURES_VERSION = 3
+
+# --- Weight files (``cals-bench weights list``) ---------------------------------------------------------------
+# The v0.1 linear heads, as the LPIPS repository ships them.
+HEAD_ALEX = register(
+    WeightSpec.on_github(
+        "lpips/v0.1-alex",
+        "lpips/lpips-v0.1-alex.pth",
+        "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+        6009,
+        repo="richzhang/PerceptualSimilarity",
+        commit="082bb24f84c091ea94de2867d34c4544f68e0963",
+        path="lpips/weights/v0.1/alex.pth",
+        licence="BSD-2-Clause",
+        paper="Zhang et al., The Unreasonable Effectiveness of Deep Features as a Perceptual Metric, CVPR 2018",
+        used_by="metric lpips (alex)",
+    )
+)
+HEAD_VGG = register(
+    WeightSpec.on_github(
+        "lpips/v0.1-vgg",
+        "lpips/lpips-v0.1-vgg.pth",
+        "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+        7289,
+        repo="richzhang/PerceptualSimilarity",
+        commit="082bb24f84c091ea94de2867d34c4544f68e0963",
+        path="lpips/weights/v0.1/vgg.pth",
+        licence="BSD-2-Clause",
+        paper="Zhang et al., CVPR 2018",
+        used_by="metric lpips (vgg)",
+    )
+)
+HEAD_SQUEEZE = register(
+    WeightSpec.on_github(
+        "lpips/v0.1-squeeze",
+        "lpips/lpips-v0.1-squeeze.pth",
+        "4a5350f23600cb79923ce65bb07cbf57dca461329894153e05a1346bd531cf76",
+        10811,
+        repo="richzhang/PerceptualSimilarity",
+        commit="082bb24f84c091ea94de2867d34c4544f68e0963",
+        path="lpips/weights/v0.1/squeeze.pth",
+        licence="BSD-2-Clause",
+        paper="Zhang et al., CVPR 2018",
+        used_by="(not used: no SqueezeNet backbone shipped)",
+    )
+)
+
+# The ImageNet backbones, keyed like torchvision's ``features.N``. The stored files hold only the
+# ``features.*`` tensors of torchvision's checkpoints. Upstream is the torchvision file itself (its name
+# carries the first 8 hex digits of its sha256, which torchvision checks); a user who already has it in the
+# torch hub cache gets it converted without a download. torch.save output is not byte-deterministic, so a
+# converted copy is verified by ``content_sha256`` (tensor content hash). Besides LPIPS, the fairness
+# features read the AlexNet file and EnlightenGAN's perceptual loss the VGG16 one (both by name).
+ALEXNET_FEATURES = register(
+    WeightSpec(
+        name="backbone/alexnet-features",
+        relpath="lpips/alexnet-features-imagenet.pth",
+        sha256="711ecb07da5116d159f1a3c4186f4fb7a0f411c542a131bcd3f2a874bb38bb71",
+        size=9883173,
+        licence="BSD-3-Clause (torchvision)",
+        origin="torchvision alexnet-owt-7be5be79.pth, features.* only",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        paper="Krizhevsky et al., ImageNet Classification with Deep CNNs, NeurIPS 2012",
+        used_by="metric lpips (alex); fairness features",
+        hub_filename="alexnet-owt-7be5be79.pth",
+        source_sha256_prefix="7be5be79",
+        convert="torchvision-features",
+        content_sha256="699078bd8c5f2e95c9ac2988f0fa29ff58c56c072deac7f3c8d1b6fafbcbf918",
+    )
+)
+VGG16_FEATURES = register(
+    WeightSpec(
+        name="backbone/vgg16-features",
+        relpath="lpips/vgg16-features-imagenet.pth",
+        sha256="bda7160d2ba16c797a1c51a323c8e8044094d4479e8b40b3c330c396e7e0f100",
+        size=58867733,
+        licence="BSD-3-Clause (torchvision)",
+        origin="torchvision vgg16-397923af.pth, features.* only",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        paper="Simonyan & Zisserman, Very Deep Convolutional Networks, ICLR 2015",
+        used_by="metric lpips (vgg)",
+        hub_filename="vgg16-397923af.pth",
+        source_sha256_prefix="397923af",
+        convert="torchvision-features",
+        content_sha256="cc4dd33b8f38b43e54791a318cd2795ac1c6e9574b98a025024e5588ccb9f7e3",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -68,8 +155,8 @@ def _vgg16_ops() -> tuple[tuple[Any, ...], ...]:
 
 LAYOUTS: dict[str, BackboneLayout] = {
     "alex": BackboneLayout(
-        backbone_weights="backbone/alexnet-features",
-        head_weights="lpips/v0.1-alex",
+        backbone_weights=ALEXNET_FEATURES.name,
+        head_weights=HEAD_ALEX.name,
         ops=(
             ("conv", 3, 64, 11, 4, 2),
             ("relu",),
@@ -88,8 +175,8 @@ LAYOUTS: dict[str, BackboneLayout] = {
         channels=(64, 192, 384, 256, 256),
     ),
     "vgg": BackboneLayout(
-        backbone_weights="backbone/vgg16-features",
-        head_weights="lpips/v0.1-vgg",
+        backbone_weights=VGG16_FEATURES.name,
+        head_weights=HEAD_VGG.name,
         ops=_vgg16_ops(),
         taps=(3, 8, 15, 22, 29),
         channels=(64, 128, 256, 512, 512),

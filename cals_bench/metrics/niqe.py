@@ -53,8 +53,28 @@ from cals_bench.metrics.matlab import (
     rgb2gray,
 )
 from cals_bench.metrics.noreference import NoReferenceMetric, to_uint8_hwc
+from cals_bench.weights import WeightSpec, register
 
-WEIGHTS = "iqa/niqe-pris-params"
+# NIQE's pristine model (``cals-bench weights list``).
+PRISTINE_MODEL = register(
+    WeightSpec(
+        name="iqa/niqe-pris-params",
+        relpath="iqa/niqe_pris_params.npz",
+        sha256="2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296",
+        size=11850,
+        licence="Apache-2.0 (BasicSR); the parameters are LIVE's niqe_release modelparameters.mat",
+        origin="XPixelGroup/BasicSR @ 8d56e3a045f9fb3e1d8872f92ee4a4f07f886b0a : "
+        "basicsr/metrics/niqe_pris_params.npz",
+        url="https://raw.githubusercontent.com/XPixelGroup/BasicSR/8d56e3a045f9fb3e1d8872f92ee4a4f07f886b0a/"
+        "basicsr/metrics/niqe_pris_params.npz",
+        paper="Mittal, Soundararajan & Bovik, Making a Completely Blind Image Quality Analyzer, IEEE SPL 2013",
+        used_by="metric niqe",
+        fmt="other",
+        notes="npz (read with allow_pickle=False): mu_pris_param (1, 36), cov_pris_param (36, 36), "
+        "gaussian_window (7, 7)",
+    )
+)
+WEIGHTS = PRISTINE_MODEL.name
 BLOCK = 96
 WINDOW = fspecial_gaussian(7, 7.0 / 6.0)
 SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
