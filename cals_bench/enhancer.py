@@ -24,7 +24,6 @@ import inspect
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,11 +31,15 @@ import torch
 import yaml
 
 from cals_bench.errors import CalsBenchError
+from cals_bench.registry import Registry
 
-ENTRY_POINT_GROUP = "cals_bench.enhancers"
 # Modules whose import registers the built-in enhancers. A module that fails to import is reported by
 # `cals-bench models list` and skipped; it never hides the others.
 BUILTIN_MODULES = ("cals_bench.sanity", "cals_bench.baselines", "cals_bench.train.checkpoint_enhancer")
+# name -> Enhancer class (or factory): the built-ins, then the names other packages declare in the
+# entry-point group ``cals_bench.enhancers`` (listed at once, imported only when that model is loaded)
+ENHANCERS: Registry[Callable[..., Enhancer]] = Registry("enhancer", builtin_modules=BUILTIN_MODULES)
+ENTRY_POINT_GROUP = ENHANCERS.entry_point_group
 
 
 class Enhancer(abc.ABC):
@@ -147,6 +150,8 @@ class VariantEnhancer(Enhancer):
 
 @dataclass
 class RegistryEntry:
+    """What listings show of one registered name; ``cls`` is None for an entry point not imported yet."""
+
     name: str
     factory: Callable[..., Enhancer]
     origin: str
@@ -154,62 +159,55 @@ class RegistryEntry:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-_REGISTRY: dict[str, RegistryEntry] = {}
-_IMPORT_ERRORS: dict[str, str] = {}
-_loaded = False
+_TAGS: dict[str, tuple[str, ...]] = {}
 
 
 def register_enhancer(name: str | None = None, *, tags: tuple[str, ...] = ()):
-    """Class decorator: ``@register_enhancer("zero-dce")`` makes the class loadable by that name."""
+    """Class decorator: ``@register_enhancer("zero-dce")`` makes the class loadable by that name.
+
+    A second, different class under a name already taken is refused (ValueError naming both)."""
 
     def wrap(cls: type[Enhancer]) -> type[Enhancer]:
         key = name or cls.name
         if not key:
             raise ValueError(f"{cls.__qualname__} needs a name")
-        if key in _REGISTRY and _REGISTRY[key].cls is not cls:
-            raise ValueError(f"enhancer name {key!r} registered twice ({_REGISTRY[key].origin} and {cls})")
+        ENHANCERS.register(key, cls)
         if not cls.name:
             cls.name = key
-        _REGISTRY[key] = RegistryEntry(key, cls, f"{cls.__module__}:{cls.__qualname__}", cls, tags)
+        _TAGS[key] = tuple(tags)
         return cls
 
     return wrap
 
 
-def _load_builtins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # a broken optional module must not hide the rest
-            _IMPORT_ERRORS[module] = f"{type(exc).__name__}: {exc}"
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
-            continue
-        _REGISTRY[ep.name] = RegistryEntry(ep.name, _lazy_entry_point(ep), f"entry point {ep.value}")
+def registry() -> dict[str, RegistryEntry]:
+    """All registered enhancers by name (built-ins, baselines and entry points; none imported here)."""
+    loaded = ENHANCERS.registered()
+    out = {}
+    for name in ENHANCERS.names():
+        origin = ENHANCERS.origin(name)
+        if name in loaded:
+            obj = loaded[name]
+            cls = obj if inspect.isclass(obj) and issubclass(obj, Enhancer) else None
+            out[name] = RegistryEntry(name, obj, origin, cls, _TAGS.get(name, ()))
+        else:
+            out[name] = RegistryEntry(name, _entry_point_factory(name), origin)
+    return out
 
 
-def _lazy_entry_point(ep) -> Callable[..., Enhancer]:
+def _entry_point_factory(name: str) -> Callable[..., Enhancer]:
+    """Builds the model of an entry point, importing its object on the first call."""
+
     def factory(**kwargs: Any) -> Enhancer:
-        obj = ep.load()
-        return _instantiate(obj, kwargs, ep.value)
+        return _instantiate(ENHANCERS.get(name), kwargs, ENHANCERS.origin(name))
 
     return factory
 
 
-def registry() -> dict[str, RegistryEntry]:
-    """All registered enhancers by name (built-ins, baselines and entry points)."""
-    _load_builtins()
-    return dict(sorted(_REGISTRY.items()))
-
-
 def import_errors() -> dict[str, str]:
-    """Modules that failed to import while loading the registry (module -> error)."""
-    _load_builtins()
-    errors = dict(_IMPORT_ERRORS)
+    """Modules that failed to import while loading the registry (module -> error), each baseline module
+    on its own (``cals_bench.baselines.IMPORT_ERRORS``)."""
+    errors = ENHANCERS.import_errors()
     baselines = sys.modules.get("cals_bench.baselines")
     errors.update(getattr(baselines, "IMPORT_ERRORS", {}))
     return errors
@@ -352,13 +350,12 @@ def _load_from_file(path_text: str, attr: str) -> Any:
 def load_enhancer(spec: str, args: dict[str, Any] | None = None) -> Enhancer:
     """Build an Enhancer from a model spec (see the module docstring) and constructor args."""
     args = dict(args or {})
-    registered = registry()
-    if spec in registered:
-        return _instantiate(registered[spec].factory, args, registered[spec].origin)
-    if "@" in spec and spec.split("@", 1)[0] in registered:
+    if spec in ENHANCERS:
+        return _instantiate(ENHANCERS.get(spec), args, ENHANCERS.origin(spec))
+    if "@" in spec and spec.split("@", 1)[0] in ENHANCERS:
         base, variant = spec.split("@", 1)
         args.setdefault("variant", variant)
-        return _instantiate(registered[base].factory, args, registered[base].origin)
+        return _instantiate(ENHANCERS.get(base), args, ENHANCERS.origin(base))
     if ":" in spec:
         prefix, rest = spec.split(":", 1)
         if prefix in _SPEC_LOADERS:
@@ -373,7 +370,7 @@ def load_enhancer(spec: str, args: dict[str, Any] | None = None) -> Enhancer:
             if not hasattr(module, rest):
                 raise CalsBenchError(f"module {prefix!r} has no attribute {rest!r}")
             return _instantiate(getattr(module, rest), args, spec)
-    close = difflib.get_close_matches(spec, list(registered), n=3, cutoff=0.5)
+    close = difflib.get_close_matches(spec, ENHANCERS.names(), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `cals-bench models list` shows them"
     raise CalsBenchError(f"unknown model {spec!r}{hint}")
 

@@ -46,3 +46,18 @@ def test_metric_modules_are_imported_on_the_first_lookup_not_with_the_package():
     before, after, names = out.stdout.split()
     assert (before, after) == ("False", "True")
     assert {"psnr", "ssim", "lpips", "id_sim", "psnr_gtmean", "ssim_gtmean"} <= set(names.split(","))
+
+
+def test_a_second_enhancer_class_under_identity_is_refused():
+    from cals_bench.enhancer import ENHANCERS, Enhancer, load_enhancer, register_enhancer, registry
+
+    class Impostor(Enhancer):
+        def enhance(self, x):
+            return x
+
+    sanity_identity = ENHANCERS.get("identity")
+    with pytest.raises(ValueError, match="enhancer name 'identity' registered twice: cals_bench.sanity:"):
+        register_enhancer("identity")(Impostor)
+    assert registry()["identity"].cls is sanity_identity
+    assert type(load_enhancer("identity")) is sanity_identity
+    assert register_enhancer("identity")(sanity_identity) is sanity_identity  # the same class again
