@@ -21,7 +21,6 @@ Built-in extractors (``build_extractor(name)``):
 from __future__ import annotations
 
 import abc
-import difflib
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
@@ -32,6 +31,7 @@ from cals_bench.cache import CacheKey
 from cals_bench.errors import CalsBenchError
 from cals_bench.face.pipeline import FacePipeline, to_uint8_hwc
 from cals_bench.metrics.base import SampleContext
+from cals_bench.registry import Registry
 
 Role = Literal["output", "reference"]
 
@@ -78,22 +78,22 @@ class FeatureExtractor(abc.ABC):
         """float32 ``(B, dim)`` features of float RGB ``(B, 3, H, W)`` images in [0, 1]."""
 
 
-_EXTRACTORS: dict[str, Callable[[], FeatureExtractor]] = {}
+# name -> factory of a FeatureExtractor: the built-ins (registered at the end of this module), then what
+# other packages declare in the entry-point group ``cals_bench.feature_extractors`` (imported when used)
+FEATURE_EXTRACTORS: Registry[Callable[[], FeatureExtractor]] = Registry(
+    "feature extractor", builtin_modules=(__name__,)
+)
 
 
-def register_extractor(name: str, factory: Callable[[], FeatureExtractor]) -> None:
-    _EXTRACTORS[name] = factory
+def register_extractor(name: str, factory: Callable[[], FeatureExtractor]) -> Callable[[], FeatureExtractor]:
+    """Make ``factory()`` (a FeatureExtractor subclass or a function returning one) available as ``name``
+    for a protocol's ``audit.gpi_features``; a different factory under a taken name is refused."""
+    return FEATURE_EXTRACTORS.register(name, factory)
 
 
 def build_extractor(name: str) -> FeatureExtractor:
     """An extractor by registered name (``identity-sface``, ``identity-insightface``, ``alexnet-pooled``)."""
-    if name not in _EXTRACTORS:
-        close = difflib.get_close_matches(name, list(_EXTRACTORS), n=3, cutoff=0.5)
-        hint = (
-            f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(_EXTRACTORS))}"
-        )
-        raise CalsBenchError(f"unknown feature extractor {name!r}{hint}")
-    return _EXTRACTORS[name]()
+    return FEATURE_EXTRACTORS.get(name)()
 
 
 def _check_role(role: str) -> None:
@@ -298,6 +298,14 @@ def _same_face_pipeline(metrics: list[Any], pipeline: FacePipeline) -> FacePipel
     return None
 
 
-register_extractor("identity-sface", lambda: IdentityFeatures("sface"))
-register_extractor("identity-insightface", lambda: IdentityFeatures("insightface"))
+def _sface() -> IdentityFeatures:
+    return IdentityFeatures("sface")
+
+
+def _insightface() -> IdentityFeatures:
+    return IdentityFeatures("insightface")
+
+
+register_extractor("identity-sface", _sface)
+register_extractor("identity-insightface", _insightface)
 register_extractor("alexnet-pooled", AlexNetPooledFeatures)

@@ -61,3 +61,16 @@ def test_a_second_enhancer_class_under_identity_is_refused():
     assert registry()["identity"].cls is sanity_identity
     assert type(load_enhancer("identity")) is sanity_identity
     assert register_enhancer("identity")(sanity_identity) is sanity_identity  # the same class again
+
+
+def test_a_second_feature_extractor_under_alexnet_pooled_is_refused():
+    from cals_bench.features import FEATURE_EXTRACTORS, AlexNetPooledFeatures, register_extractor
+
+    with pytest.raises(ValueError, match="feature extractor name 'alexnet-pooled' registered twice"):
+        register_extractor("alexnet-pooled", lambda: AlexNetPooledFeatures())
+    assert FEATURE_EXTRACTORS.get("alexnet-pooled") is AlexNetPooledFeatures
+    assert FEATURE_EXTRACTORS.entry_point_group == "cals_bench.feature_extractors"
+    with pytest.raises(
+        CalsBenchError, match=r"unknown feature extractor 'alexnet-pool'; did you mean alexnet-pooled"
+    ):
+        FEATURE_EXTRACTORS.get("alexnet-pool")
