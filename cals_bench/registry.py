@@ -10,8 +10,9 @@ two places (as lm-evaluation-harness and timm do):
 - the entry-point group ``cals_bench.<kind>s`` (e.g. ``cals_bench.metrics``): another installed package
   adds a name there; the object behind it is imported only when that name is used.
 
-Registering a name twice is an error unless it is the very same object (a module imported twice under
-one name is harmless; two different classes under one name are a bug that must not pass silently).
+Registering a name twice is an error unless it is the very same object, or an equal value such as a
+frozen dataclass declared again (a module imported twice under one name is harmless; two different
+classes under one name are a bug that must not pass silently).
 An unknown name is an error that lists the closest names.
 
 >>> colours = Registry("colour", builtin_modules=())
@@ -66,10 +67,10 @@ class Registry(Generic[T]):
 
     # -- registration ---------------------------------------------------------------------------------
     def register(self, name: str, obj: T, *, origin: str | None = None) -> T:
-        """Add ``obj`` under ``name``; the same object again is a no-op, a different one an error."""
+        """Add ``obj`` under ``name``; the same (or an equal) object again is a no-op, a different one an error."""
         if not name:
             raise ValueError(f"a {self.kind} needs a name ({obj!r})")
-        if name in self._items and self._items[name] is not obj:
+        if name in self._items and self._items[name] is not obj and self._items[name] != obj:
             raise ValueError(
                 f"{self.kind} name {name!r} registered twice: {self._origins[name]} and {origin or _origin(obj)}"
             )
@@ -136,6 +137,9 @@ class Registry(Generic[T]):
                 raise CalsBenchError(
                     f"{self.kind} {name!r} (entry point {ep.value}) failed to import: {type(exc).__name__}: {exc}"
                 ) from exc
+            if name in self._items:  # importing it registered the name (a decorator in the plugin module)
+                self._origins[name] = f"entry point {ep.value}"
+                return self._items[name]
             return self.register(name, obj, origin=f"entry point {ep.value}")
         raise CalsBenchError(self.unknown_message(name))
 

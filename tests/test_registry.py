@@ -97,3 +97,34 @@ def test_a_built_in_name_wins_over_an_entry_point_of_the_same_name(plugin_dist):
     reg: Registry[int] = Registry("widget")
     reg.register("answer", 7)
     assert reg.get("answer") == 7
+
+
+def test_an_equal_value_again_is_harmless_a_different_one_is_refused():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Spec:
+        name: str
+        size: int
+
+    reg: Registry[Spec] = Registry("spec", entry_point_group=None)
+    reg.register("a", Spec("a", 1))
+    reg.register("a", Spec("a", 1))  # the same declaration made again (e.g. a module imported twice)
+    with pytest.raises(ValueError, match="spec name 'a' registered twice"):
+        reg.register("a", Spec("a", 2))
+    assert reg.get("a") == Spec("a", 1)
+
+
+def test_registered_leaves_entry_points_unimported_and_revision_counts_changes(plugin_dist):
+    reg: Registry[int] = Registry("widget")
+    reg.register("seven", 7)
+    start = reg.revision
+    assert reg.registered() == {"seven": 7}
+    assert reg.names() == ["answer", "broken", "seven"]
+    assert "demo_plugin_mod" not in sys.modules
+    assert reg.revision == start
+    assert reg.get("answer") == 42  # importing an entry point registers it: a change
+    assert reg.revision == start + 1
+    assert reg.registered() == {"answer": 42, "seven": 7}
+    reg.unregister("seven")
+    assert reg.revision == start + 2

@@ -25,8 +25,6 @@ workers and DDP see the same batches (see :mod:`cals_bench.train.data`).
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +41,10 @@ from cals_bench.data.splits import SplitSpec
 from cals_bench.data.synthetic import degrade
 from cals_bench.errors import DataError
 from cals_bench.protocol import DatasetSpec, Protocol
+from cals_bench.registry import Registry
 from cals_bench.train.batch import item
 from cals_bench.train.data import CropDataset, load_training_data, split_validation
-
-# Modules whose import registers further sources (the task modules are imported too: a task may register
-# the source it needs next to itself).
-SOURCE_MODULES: tuple[str, ...] = ()
+from cals_bench.train.tasks import TASK_MODULES
 
 
 @dataclass
@@ -76,44 +72,40 @@ class RegisteredSource:
     summary: str
 
 
-_SOURCES: dict[str, RegisteredSource] = {}
-_loaded = False
+# name -> source: the built-ins (this module, and the task modules: a task may register the source it needs
+# next to itself), then what other packages declare in the entry-point group ``cals_bench.sources``
+SOURCES: Registry[RegisteredSource] = Registry(
+    "training data source", builtin_modules=(__name__, *TASK_MODULES), entry_point_group="cals_bench.sources"
+)
 
 
 def register_source(name: str, options: type, summary: str = ""):
     """Function decorator: ``@register_source("lows", options=LowsOptions)``.
 
-    The function is called ``fn(data_config, options, data_root, seed) -> SourceData``.
+    The function is called ``fn(data_config, options, data_root, seed) -> SourceData``. A different
+    function (or options) under a name already taken is refused.
     """
 
     def wrap(fn: SourceFn) -> SourceFn:
-        if name in _SOURCES and _SOURCES[name].build is not fn:
-            raise ValueError(f"training data source {name!r} registered twice")
-        _SOURCES[name] = RegisteredSource(name, fn, options, summary or (fn.__doc__ or "").strip())
+        SOURCES.register(
+            name,
+            RegisteredSource(name, fn, options, summary or (fn.__doc__ or "").strip()),
+            origin=f"{fn.__module__}:{fn.__qualname__}",
+        )
         return fn
 
     return wrap
 
 
 def sources() -> dict[str, RegisteredSource]:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        from cals_bench.train.tasks import tasks
-
-        tasks()
-        for module in SOURCE_MODULES:
-            importlib.import_module(module)
-    return dict(sorted(_SOURCES.items()))
+    """All registered training data sources by name (built-ins, task modules and entry points imported)."""
+    return SOURCES.items()
 
 
 def get_source(name: str) -> RegisteredSource:
-    known = sources()
-    if name not in known:
-        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]}?" if close else f"; known sources: {', '.join(known)}"
-        raise DataError(f"unknown training data source {name!r}{hint}")
-    return known[name]
+    if name not in SOURCES:
+        raise DataError(SOURCES.unknown_message(name))
+    return SOURCES.get(name)
 
 
 def build_source(data: Any, data_root: str | Path | None, seed: int) -> SourceData:

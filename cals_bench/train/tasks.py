@@ -17,8 +17,6 @@ optimiser over all trainable parameters: ``model(batch)``, exactly one forward/b
 from __future__ import annotations
 
 import abc
-import difflib
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,9 +25,10 @@ import torch
 from torch import nn
 
 from cals_bench.errors import CalsBenchError
+from cals_bench.registry import Registry
 from cals_bench.train.batch import Batch
 
-# Modules whose import registers the built-in tasks.
+# Modules whose import registers the built-in tasks (imported on the first lookup).
 TASK_MODULES = (
     "cals_bench.reference_models.iaml.trainer",
     "cals_bench.reference_models.cals.trainer",
@@ -112,40 +111,38 @@ class TrainableModel(nn.Module, abc.ABC):
         return []
 
 
-_TASKS: dict[str, type[TrainableModel]] = {}
-_loaded = False
+# name -> TrainableModel class: the built-ins, then what other packages declare in the entry-point group
+# ``cals_bench.tasks`` (imported when used)
+TASKS: Registry[type[TrainableModel]] = Registry(
+    "training task", builtin_modules=TASK_MODULES, entry_point_group="cals_bench.tasks"
+)
 
 
 def register_task(name: str):
-    """Class decorator: ``@register_task("iaml")`` makes the model trainable as ``task: iaml``."""
+    """Class decorator: ``@register_task("iaml")`` makes the model trainable as ``task: iaml``.
+
+    A second, different class under a name already taken is refused (ValueError naming both)."""
 
     def wrap(cls: type[TrainableModel]) -> type[TrainableModel]:
-        if name in _TASKS and _TASKS[name] is not cls:
-            raise ValueError(f"task {name!r} registered twice ({_TASKS[name]} and {cls})")
+        TASKS.register(name, cls)
         cls.task = name
-        _TASKS[name] = cls
         return cls
 
     return wrap
 
 
 def tasks() -> dict[str, type[TrainableModel]]:
-    """All registered tasks by name (imports the built-in task modules once)."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in TASK_MODULES:
-            importlib.import_module(module)
-    return dict(sorted(_TASKS.items()))
+    """All registered tasks by name (the built-in task modules and entry points imported)."""
+    return TASKS.items()
 
 
 def get_task(name: str) -> type[TrainableModel]:
-    known = tasks()
-    if name not in known:
-        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]}?" if close else f"; known tasks: {', '.join(known) or 'none'}"
-        raise CalsBenchError(f"unknown training task {name!r}{hint}")
-    return known[name]
+    """The task registered as ``name``; an unknown name gets the closest ones and any task module that
+    failed to import (its task is then missing)."""
+    if name not in TASKS and TASKS.import_errors():
+        failed = "; ".join(f"{m}: {' '.join(e.split())}" for m, e in TASKS.import_errors().items())
+        raise CalsBenchError(f"{TASKS.unknown_message(name)} (task modules that failed to import: {failed})")
+    return TASKS.get(name)
 
 
 def build_model(task: str, config: Any) -> TrainableModel:
