@@ -106,7 +106,8 @@ def run(
     An interrupted run resumes when the same command is run again; a finished one is reused unless --force.
     """
     from cals_bench import protocol as protocol_mod
-    from cals_bench.engine import format_summary, pick_device
+    from cals_bench.cli_summary import format_summary
+    from cals_bench.engine import pick_device
     from cals_bench.enhancer import parse_model_args
     from cals_bench.streams import stdout_to_stderr
 
@@ -119,7 +120,7 @@ def run(
         raise CalsBenchError(f"--batch-timeout must be >= 0 seconds (0: no limit), got {batch_timeout}")
     pick_device(device)
     store = _store(results)
-    extra = ("psnr_gtmean", "ssim_gtmean") if with_gtmean else ()
+    extra = _diagnostic_metrics() if with_gtmean else ()
     models = _expand_models(model)
     outputs = []
     exit_code = 0
@@ -162,6 +163,13 @@ def run(
     sys.exit(exit_code)
 
 
+def _diagnostic_metrics() -> tuple[str, ...]:
+    """The registered metrics marked ``diagnostic`` (the GT-mean variants), for ``--with-gtmean``."""
+    from cals_bench.metrics import METRICS
+
+    return tuple(name for name, cls in METRICS.items().items() if cls.diagnostic)
+
+
 def _run_one(
     proto, spec, args, data_root, store, device, batch_size, batch_timeout, force, extra, no_outputs,
     no_report, as_json, quiet,
@@ -200,7 +208,7 @@ def _audit_after_run(store, result) -> str | None:
     from cals_bench.audits import load_audit
 
     audit, _notes = load_audit(store, result.run_id)
-    spec = result.meta["protocol"]["spec"].get("audit", {})
+    spec = result.record.protocol.spec.get("audit", {})
     return audit.to_text() if spec.get("group_by") else None
 
 
@@ -210,7 +218,7 @@ def _audit_json(store, result) -> dict:
     from cals_bench.audits import load_audit
 
     audit, _notes = load_audit(store, result.run_id)
-    order = [c for m in result.meta.get("metrics") or [] for c in (m.get("columns") or {})]
+    order = [c for m in result.record.metrics for c in (m.get("columns") or {})]
     return audit_headline(audit, order)
 
 
@@ -243,13 +251,11 @@ def _leaderboard_text(store, protocol_name: str) -> str:
     df = store.list_runs(protocol_name)
     lines = [f"Runs on {protocol_name}:"]
     for run_id in df["run_id"]:
-        meta = store.get_run(run_id)
+        rec = store.get_record(run_id)
         cells = "  ".join(
-            f"{m}={s['mean']:.4f}"
-            for m, s in meta.get("summary", {}).items()
-            if s.get("mean") == s.get("mean")
+            f"{m}={s['mean']:.4f}" for m, s in (rec.summary or {}).items() if s.get("mean") == s.get("mean")
         )
-        lines.append(f"  {meta['model']['name']:<24}{cells}")
+        lines.append(f"  {rec.model['name']:<24}{cells}")
     return "\n".join(lines)
 
 
@@ -275,10 +281,9 @@ def audit(run_ref, results, recompute, as_json):
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
-        meta = store.get_run(run_ref)
+        rec = store.get_record(run_ref)
         click.echo(
-            f"audit of run {meta['run_id']} ({meta['protocol']['name']} v{meta['protocol']['version']}, "
-            f"model {meta['model']['name']})"
+            f"audit of run {rec.run_id} ({rec.protocol.name} v{rec.protocol.version}, model {rec.model['name']})"
         )
         click.echo(result.to_text())
         for note in notes:
@@ -425,27 +430,23 @@ def runs_list(protocol, results, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the full run record (run.json) as JSON.")
 def runs_show(run_ref, results, as_json):
     """Show a run's provenance and summary (RUN: id, unique prefix or 'latest').  Example: cals-bench runs show latest"""
-    from cals_bench.engine import RunResult, format_summary
+    from cals_bench.cli_summary import format_summary
+    from cals_bench.engine import RunResult
+    from cals_bench.run_record import as_record
 
     store = _store(results)
     meta = store.get_run(run_ref)
     if as_json:
         click.echo(json.dumps(_clean_nan(meta), indent=1, default=str))
         return
-    result = RunResult(
-        meta["run_id"],
-        store.run_dir(meta["run_id"]),
-        meta,
-        meta.get("summary", {}),
-        [tuple(f) for f in meta.get("failures", [])],
-    )
-    env = meta.get("environment", {})
-    click.echo(f"run {meta['run_id']}  status {meta['status']}")
-    click.echo(format_summary(result))
-    click.echo(f"weights: {json.dumps(meta['model'].get('weights', {}))}")
+    rec = as_record(meta)
+    env = rec.environment
+    click.echo(f"run {rec.run_id}  status {rec.status}")
+    click.echo(format_summary(RunResult(rec, store.run_dir(rec.run_id))))
+    click.echo(f"weights: {json.dumps(rec.model.get('weights', {}))}")
     click.echo(f"device: {env.get('device')} ({env.get('device_name')}); git {env.get('git_revision')}")
     click.echo(f"packages: {json.dumps(env.get('packages', {}), sort_keys=True)}")
-    click.echo(f"command: {meta.get('command')}")
+    click.echo(f"command: {rec.command}")
 
 
 @runs.command("rebuild")

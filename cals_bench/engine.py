@@ -10,26 +10,21 @@ that an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import json
-import math
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cals_bench import limits, numbers, run_record, sharding
+from cals_bench import limits, numbers, provenance, run_record, sharding
 from cals_bench.data.datasets import Sample, check_checksums, load_samples
 from cals_bench.data.io import to_tensor, to_uint8, write_png
 from cals_bench.enhancer import Enhancer, load_enhancer
@@ -37,7 +32,8 @@ from cals_bench.errors import CalsBenchError, DataError, ModelOutputError, Sampl
 from cals_bench.metrics import Metric, SampleContext, build_metric, noreference, quantize
 from cals_bench.padding import pad_to_multiple
 from cals_bench.protocol import Protocol
-from cals_bench.store import Store, slug
+from cals_bench.run_record import ProtocolRef, RunRecord, as_record
+from cals_bench.store import Store, output_name, slug
 
 # Outputs may exceed [0, 1] by this much (float rounding) before the engine calls them out of range.
 RANGE_TOLERANCE = 1e-3
@@ -46,45 +42,101 @@ MAX_LEADING_FAILURES = 3
 # Images above this many pixels fail their sample unless the protocol sets max_pixels (SSIM and LPIPS
 # of one 8000x8000 pair need tens of GiB; 4096x4096 fits every metric in a few GiB).
 DEFAULT_MAX_PIXELS = 4096 * 4096
-PACKAGES = (
-    "torch",
-    "numpy",
-    "scipy",
-    "scikit-image",
-    "opencv-python-headless",
-    "pandas",
-    "POT",
-    "torchmetrics",
-)
 
 
 @dataclass
 class RunResult:
-    run_id: str
+    """A scored (or reused) run: its typed record (:class:`cals_bench.run_record.RunRecord`), its folder,
+    and whether an earlier identical run was reused instead of scoring."""
+
+    record: RunRecord
     run_dir: Path
-    meta: dict[str, Any]
-    summary: dict[str, dict[str, float]]
-    failures: list[tuple[str, str]] = field(default_factory=list)
     reused: bool = False
-    metric_failures: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The record's JSON form (what run.json holds)."""
+        return self.record.to_json()
+
+    @property
+    def summary(self) -> dict[str, dict[str, Any]]:
+        return self.record.summary or {}
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        """(sample_id, error) of every failed sample."""
+        return [tuple(f) for f in self.record.failures or []]
+
+    @property
+    def metric_failures(self) -> list[tuple[str, str, str]]:
+        """(sample_id, metric column, reason) where a metric raised."""
+        return [tuple(f) for f in self.record.metric_failures or []]
 
     def to_json(self) -> dict[str, Any]:
+        """What ``cals-bench run --json`` prints for this run."""
+        rec = self.record
         return {
-            "run_id": self.run_id,
+            "run_id": rec.run_id,
             "run_dir": str(self.run_dir),
-            "protocol": {k: self.meta["protocol"][k] for k in ("name", "version", "hash")},
-            "model": {k: self.meta["model"].get(k) for k in ("name", "spec", "args", "weights")},
+            "protocol": {
+                "name": rec.protocol.name,
+                "version": rec.protocol.version,
+                "hash": rec.protocol.hash,
+            },
+            "model": {k: rec.model.get(k) for k in ("name", "spec", "args", "weights")},
             "metrics": self.summary,
-            "n_samples": self.meta.get("n_samples"),
+            "n_samples": rec.n_samples,
             "n_failed": len(self.failures),
             "failures": [{"sample_id": s, "error": e} for s, e in self.failures],
-            "unavailable_metrics": self.meta.get("unavailable_metrics", {}),
+            "unavailable_metrics": rec.unavailable_metrics,
             "metric_failures": [
                 {"sample_id": s, "metric": m, "error": e} for s, m, e in self.metric_failures
             ],
             "reused": self.reused,
-            "status": self.meta.get("status"),
+            "status": rec.status,
         }
+
+
+@dataclass
+class Scoring:
+    """What the scoring loop of one session works with: the protocol, the model, metrics and feature
+    extractors on their device, the store, and the run being scored (its record and folder)."""
+
+    protocol: Protocol
+    enhancer: Enhancer
+    metrics: list[Metric]
+    extractors: list[Any]
+    store: Store
+    device: torch.device
+    batch_size: int
+    save_outputs: bool
+    progress: bool
+    record: RunRecord
+    run_dir: Path
+
+
+@dataclass
+class _Plan:
+    """A run as worked out before its lock is taken: the inputs that name it (its key) and the rest of
+    what its record will say."""
+
+    samples: list[Sample]
+    root: Path | None
+    key: str
+    base_id: str
+    model_meta: dict[str, Any]
+    metrics_meta: list[dict[str, Any]]
+    unavailable: dict[str, str]
+    batch_size: int
+    batch_timeout_s: float
+    command: list[str] | None
+    force: bool
+    save_outputs: bool
+    progress: bool
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -109,67 +161,6 @@ def pick_device(requested: str | None = None) -> torch.device:
             raise CalsBenchError(f"device {requested!r} cannot run models here (cpu, cuda, cuda:N, mps)")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    pkgs = {}
-    for name in PACKAGES:
-        try:
-            pkgs[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            pkgs[name] = None
-    try:
-        pkgs["cals-bench"] = importlib_metadata.version("cals-bench")
-    except importlib_metadata.PackageNotFoundError:
-        pkgs["cals-bench"] = None
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model_name()
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "packages": pkgs,
-        "device": str(device),
-        "device_name": dev_name,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        # 1-minute load average when the run started: model times on a busy machine include waiting
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "git_revision": git_revision(),
-    }
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux), else ``platform.processor()``, else ``cpu``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip() or "cpu"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def git_revision() -> str | None:
-    here = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _validate_output(out: Any, expected: tuple[int, ...], model: str) -> torch.Tensor:
@@ -228,20 +219,6 @@ def _face_mask(protocol: Protocol, samples: list[Sample]) -> list[bool]:
     if not rule:
         return [True] * len(samples)
     return [all(s.attributes.get(k) in set(v) for k, v in rule.items()) for s in samples]
-
-
-def run_key(protocol: Protocol, model_meta: dict, metrics_meta: list[dict], data_identity: str) -> str:
-    blob = json.dumps(
-        {
-            "protocol": [protocol.name, protocol.version, protocol.hash],
-            "model": [model_meta["spec"], model_meta["class"], model_meta["args"], model_meta["weights"]],
-            "metrics": metrics_meta,
-            "data": data_identity,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def build_metrics(protocol: Protocol, extra: tuple[str, ...] = ()) -> tuple[list[Metric], dict[str, str]]:
@@ -406,124 +383,123 @@ def _evaluate(
     # user code run here is labelled "unisolated code" and cannot pass for a registered model
     model_meta = {**enhancer.metadata(), "spec": spec, **inprocess_provenance(model, enhancer)}
     metrics_meta = [m.metadata() for m in metrics]
-    data_identity = (
-        "checksums" if protocol.dataset.checksums else str(Path(root).resolve()) if root else "builtin"
-    )
-    key = run_key(protocol, model_meta, metrics_meta, data_identity)
+    key = provenance.run_key(protocol, model_meta, metrics_meta, provenance.data_identity(protocol, root))
 
     base_id = f"{slug(protocol.name)}__{slug(enhancer.name)}__{key[:10]}"
+    plan = _Plan(
+        samples=samples,
+        root=root,
+        key=key,
+        base_id=base_id,
+        model_meta=model_meta,
+        metrics_meta=metrics_meta,
+        unavailable={**unavailable, **unavailable_features},
+        batch_size=batch_size or protocol.batch_size,
+        batch_timeout_s=_batch_timeout(protocol, batch_timeout),
+        command=command,
+        force=force,
+        save_outputs=save_outputs,
+        progress=progress,
+    )
     lock = f"{base_id}-{key[10:26]}"
     with store.run_lock(shard.lock_name(lock) if shard else lock, base_id):
-        return _evaluate_locked(
-            protocol, enhancer, metrics, extractors, unavailable, unavailable_features, dev, spec, samples, root,
-            store, key, base_id, model_meta, metrics_meta, force, batch_size, save_outputs, progress, command,
-            batch_timeout,
-        )  # fmt: skip
+        return _evaluate_locked(protocol, enhancer, metrics, extractors, store, dev, plan)
+
+
+def _new_record(
+    protocol: Protocol,
+    metrics: list[Metric],
+    extractors: list[Any],
+    dev: torch.device,
+    run_id: str,
+    plan: _Plan,
+) -> RunRecord:
+    """The record of a run about to start (the summary and timing come when it finishes)."""
+    return RunRecord(
+        run_id=run_id,
+        run_key=plan.key,
+        protocol=ProtocolRef(
+            protocol.name, protocol.version, protocol.hash, protocol.title, protocol.to_dict()
+        ),
+        model=plan.model_meta,
+        metrics=plan.metrics_meta,
+        metric_directions={c: hib for m in metrics for c, hib in m.columns.items()},
+        features=[e.metadata() for e in extractors],
+        unavailable_metrics=plan.unavailable,
+        data_root=str(plan.root) if plan.root else None,
+        n_samples=len(plan.samples),
+        seed=protocol.seed,
+        environment=provenance.environment(dev),
+        command=shlex.join(plan.command) if plan.command else None,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        sessions=[],
+    )
 
 
 def _evaluate_locked(
-    protocol, enhancer, metrics, extractors, unavailable, unavailable_features, dev, spec, samples, root,
-    store, key, base_id, model_meta, metrics_meta, force, batch_size, save_outputs, progress, command,
-    batch_timeout,
-) -> RunResult:  # fmt: skip
+    protocol: Protocol,
+    enhancer: Enhancer,
+    metrics: list[Metric],
+    extractors: list[Any],
+    store: Store,
+    dev: torch.device,
+    plan: _Plan,
+) -> RunResult:
     shard = sharding.current()
     if shard:
         shard.wait_for_rank0()  # rank 0 looks the run up and creates it first
-    runs = store.runs_with_key(key)
-    finished = [r for r, status in runs if status in ("finished", "finished-with-failures")]
-    unfinished = [r for r, status in runs if status not in ("finished", "finished-with-failures")]
-    if finished and not force:
+    runs = store.runs_with_key(plan.key)
+    finished = [r for r, status in runs if status in run_record.FINISHED]
+    unfinished = [r for r, status in runs if status not in run_record.FINISHED]
+    if finished and not plan.force:
         if shard:
             shard.rank0_ready()
-        existing = store.get_run(finished[0])
-        return RunResult(
-            existing["run_id"],
-            store.run_dir(existing["run_id"]),
-            existing,
-            existing.get("summary", {}),
-            [tuple(f) for f in existing.get("failures", [])],
-            reused=True,
-            metric_failures=[tuple(f) for f in existing.get("metric_failures", [])],
-        )
+        existing = as_record(store.get_run(finished[0]))
+        return RunResult(existing, store.run_dir(existing.run_id), reused=True)
     # --force: the finished run stays until its replacement has finished (then replace_run drops it)
     replaces = finished[0] if finished else None
-    existing = store.get_run(unfinished[0]) if unfinished else None
-    if existing is None:
+    if unfinished:
+        record = as_record(store.get_run(unfinished[0]))
+    else:
         taken = {r for r, _ in runs}
-        run_id = base_id
+        run_id = plan.base_id
         n = 2
         while run_id in taken:
-            run_id, n = f"{base_id}-{n}", n + 1
-    else:
-        run_id = existing["run_id"]
-    meta: dict[str, Any] = existing or {
-        "schema_version": run_record.SCHEMA_VERSION,  # the record's fields: cals_bench/run_record.py
-        "run_id": run_id,
-        "run_key": key,
-        "protocol": {
-            "name": protocol.name,
-            "version": protocol.version,
-            "hash": protocol.hash,
-            "title": protocol.title,
-            "spec": protocol.to_dict(),
-        },
-        "model": model_meta,
-        "metrics": metrics_meta,
-        "metric_directions": {c: hib for m in metrics for c, hib in m.columns.items()},
-        "features": [e.metadata() for e in extractors],
-        "unavailable_metrics": {**unavailable, **unavailable_features},
-        "data_root": str(root) if root else None,
-        "n_samples": len(samples),
-        "seed": protocol.seed,
-        "environment": environment(dev),
-        "command": shlex.join(command) if command else None,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "sessions": [],
-    }
+            run_id, n = f"{plan.base_id}-{n}", n + 1
+        record = _new_record(protocol, metrics, extractors, dev, run_id, plan)
+    run_id = record.run_id
     if replaces:
-        meta["replaces"] = replaces
-    meta["batch_timeout_s"] = _batch_timeout(protocol, batch_timeout)
+        record.replaces = replaces
+    record.batch_timeout_s = plan.batch_timeout_s
     if shard:
-        shard.annotate(meta)
-    run_dir = store.run_dir(run_id) if existing else store.create_run(run_id, key, meta)
+        shard.annotate(record.extra)  # the launch's world size: a key this record version does not type
+    run_dir = store.run_dir(run_id) if unfinished else store.create_run(run_id, plan.key, record)
     if shard:
         shard.rank0_ready()
 
     done = store.done_ids(run_id)
-    pending = [s for s in samples if s.sample_id not in done]
+    pending = [s for s in plan.samples if s.sample_id not in done]
     if shard:
-        pending = shard.mine(samples, pending)
+        pending = shard.mine(plan.samples, pending)
     enhancer.to(dev)
     for m in metrics:
         m.to(dev)
-        m.attach_cache(_feature_cache(store))
+        m.attach_cache(store.feature_cache())
     for e in extractors:
         e.to(dev)
-        e.attach_cache(_feature_cache(store))
+        e.attach_cache(store.feature_cache())
 
+    session = Scoring(
+        protocol, enhancer, metrics, extractors, store, dev, plan.batch_size, plan.save_outputs, plan.progress,
+        record, run_dir,
+    )  # fmt: skip
     session_start = time.time()
     try:
-        failures = _score(
-            protocol,
-            enhancer,
-            metrics,
-            extractors,
-            pending,
-            store,
-            run_id,
-            run_dir,
-            dev,
-            batch_size or protocol.batch_size,
-            save_outputs,
-            progress,
-            len(done),
-            len(samples),
-            meta,
-        )
+        failures = _score(session, pending, len(done), len(plan.samples))
     except CalsBenchError as exc:  # the model failed every batch tried: the run is stopped, with the reason
-        meta["stopped_reason"] = str(exc)
-        meta["status"] = "stopped"
-        store.update_meta(run_id, meta, status="stopped")
+        record.stopped_reason = str(exc)
+        record.status = "stopped"
+        store.update_meta(run_id, record, status="stopped")
         if shard:
             shard.finished(False, 0)
         raise
@@ -533,17 +509,16 @@ def _evaluate_locked(
             raise CalsBenchError(
                 f"stopping: another rank of run {run_id} stopped (run the command again to resume)"
             )
-        if shard.rank != 0:
-            return RunResult(run_id, run_dir, meta, {}, failures)
+        if shard.rank != 0:  # this rank's failures only; rank 0 writes the run's
+            return RunResult(dataclasses.replace(record, summary={}, failures=failures), run_dir)
 
     scores_df = store.scores(run_id)
-    directions = meta["metric_directions"]
-    summary = summarise(list(scores_df.itertuples(index=False, name=None)), directions)
+    summary = summarise(list(scores_df.itertuples(index=False, name=None)), record.metric_directions)
     samples_df = store.samples(run_id)
     failed = samples_df[samples_df["status"] != "ok"]
     all_failures = list(zip(failed["sample_id"], failed["error"]))
-    meta["sessions"] = [
-        *meta.get("sessions", []),
+    record.sessions = [
+        *record.sessions,
         {
             "start": session_start,
             "seconds": time.time() - session_start,
@@ -551,27 +526,26 @@ def _evaluate_locked(
         },
     ]
     if shard:
-        meta["sessions"][-1].update(scored=scored_all, world_size=shard.world_size)
+        record.sessions[-1].update(scored=scored_all, world_size=shard.world_size)
     ok_times = samples_df.loc[samples_df["status"] == "ok", "time_ms"].astype(float)
-    meta["timing"] = {
+    record.timing = {
         "model_ms_per_sample_mean": float(ok_times.mean()) if len(ok_times) else None,
         "model_ms_per_sample_median": float(ok_times.median()) if len(ok_times) else None,
-        "wall_seconds": sum(s["seconds"] for s in meta["sessions"]),
+        "wall_seconds": sum(s["seconds"] for s in record.sessions),
     }
-    meta["summary"] = summary
-    meta["failures"] = all_failures
-    meta["undefined_reasons"] = _undefined_reasons(samples_df)
-    metric_failures = _metric_failures(samples_df)
-    meta["metric_failures"] = metric_failures
-    status = "finished" if not all_failures and not metric_failures else "finished-with-failures"
-    meta["status"] = status
-    meta.pop("stopped_reason", None)  # a stopped run that was resumed to the end
-    meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record.summary = summary
+    record.failures = all_failures
+    record.undefined_reasons = _undefined_reasons(samples_df)
+    record.metric_failures = _metric_failures(samples_df)
+    status = "finished" if not all_failures and not record.metric_failures else "finished-with-failures"
+    record.status = status
+    record.stopped_reason = None  # a stopped run that was resumed to the end
+    record.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     store.export(run_id, "parquet", run_dir / "records.parquet")
-    store.update_meta(run_id, meta, status=status)
+    store.update_meta(run_id, record, status=status)
     if replaces:
         store.replace_run(replaces, run_id)
-    return RunResult(run_id, run_dir, meta, summary, all_failures, metric_failures=metric_failures)
+    return RunResult(record, run_dir)
 
 
 def _batch_timeout(protocol: Protocol, override: float | None) -> float:
@@ -604,40 +578,14 @@ def _undefined_reasons(samples_df) -> dict[str, int]:
     return counts
 
 
-_CACHES: dict[Path, Any] = {}
-
-
-def _feature_cache(store: Store) -> Any:
-    try:
-        from cals_bench.cache import FeatureCache
-    except ImportError:
-        return None
-    if store.cache_dir not in _CACHES:
-        _CACHES[store.cache_dir] = FeatureCache(store.cache_dir)
-    return _CACHES[store.cache_dir]
-
-
 def batch_seed(seed: int, first_sample_id: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(first_sample_id.encode())) % (2**31 - 1)
 
 
-def _score(
-    protocol: Protocol,
-    enhancer: Enhancer,
-    metrics: list[Metric],
-    extractors: list[Any],
-    pending: list[Sample],
-    store: Store,
-    run_id: str,
-    run_dir: Path,
-    dev: torch.device,
-    batch_size: int,
-    save_outputs: bool,
-    progress: bool,
-    n_done: int,
-    n_total: int,
-    meta: dict[str, Any] | None = None,
-) -> list[tuple[str, str]]:
+def _score(session: Scoring, pending: list[Sample], n_done: int, n_total: int) -> list[tuple[str, str]]:
+    """Score ``pending`` samples in batches, writing each batch's records; the samples that failed."""
+    protocol, enhancer, store, dev = session.protocol, session.enhancer, session.store, session.device
+    metrics, extractors, run_id = session.metrics, session.extractors, session.record.run_id
     from tqdm import tqdm
 
     failures: list[tuple[str, str]] = []
@@ -648,7 +596,7 @@ def _score(
         initial=n_done,
         desc=f"{protocol.name} x {enhancer.name}",
         unit="img",
-        disable=not progress,
+        disable=not session.progress,
         file=sys.stderr,
     )
 
@@ -662,7 +610,7 @@ def _score(
         bar.write(f"[cals-bench] {s.sample_id}: {error}", file=sys.stderr)
 
     max_pixels = getattr(protocol, "max_pixels", None) or DEFAULT_MAX_PIXELS
-    timeout = float((meta or {}).get("batch_timeout_s") or 0.0)
+    timeout = float(session.record.batch_timeout_s or 0.0)
 
     def hard_timeout(batch: list[Sample]):
         def stop(reason: str) -> None:  # runs in the watchdog thread; the main thread is stuck in C code
@@ -672,15 +620,13 @@ def _score(
                 for s in batch
             ]
             store.write_batch(run_id, rows, [])
-            if meta is not None:
-                store.update_meta(
-                    run_id, {**meta, "stopped_reason": msg, "status": "stopped"}, status="stopped"
-                )
+            stopped = dataclasses.replace(session.record, stopped_reason=msg, status="stopped")
+            store.update_meta(run_id, stopped, status="stopped")
             limits.hard_stop(f"stopping: {msg}; the run is marked stopped (rerun to resume)")
 
         return stop
 
-    for group in _batches(pending, batch_size, max_pixels):
+    for group in _batches(pending, session.batch_size, max_pixels):
         if len(group) == 1 and isinstance(group[0][1], Exception):
             fail(group[0][0], str(group[0][1]))
             bar.update(1)
@@ -731,25 +677,14 @@ def _score(
         rows, scores, feats = _score_group(protocol, metrics, extractors, gsamples, contexts, out_q, high_g)
         for j, s in enumerate(gsamples):
             rows[j].update(time_ms=ms / len(batch), height=int(out_q.shape[-2]), width=int(out_q.shape[-1]))
-            if save_outputs:
-                write_png(run_dir / "outputs" / f"{output_name(s.sample_id)}.png", to_uint8(out_q[j]))
+            if session.save_outputs:
+                write_png(session.run_dir / "outputs" / f"{output_name(s.sample_id)}.png", to_uint8(out_q[j]))
         store.write_batch(run_id, rows, scores, feats)
         scored_any = True
         leading_failures = 0
         bar.update(len(batch))
     bar.close()
     return failures
-
-
-def output_name(sample_id: str) -> str:
-    """The output file stem of a sample: injective. An id that the file-name rule keeps as it is (after
-    ``/`` -> ``__``, which must decode back) is its own name; any other gets ``~`` and a hash of the id,
-    and ``~`` never appears in a kept name."""
-    plain = sample_id.replace("/", "__")
-    name = slug(plain, max_len=120)
-    if name == plain and plain.replace("__", "/") == sample_id:
-        return name
-    return f"{slug(plain, max_len=100)}~{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}"
 
 
 @contextlib.contextmanager
@@ -839,53 +774,3 @@ def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
                 feats.append((samples[i].sample_id, ext.name, "reference", ref_f[k]))
                 feats.append((samples[i].sample_id, ext.name, "output", out_f[k]))
     return rows, scores, feats
-
-
-def format_summary(result: RunResult) -> str:
-    """A plain-text results table for the terminal."""
-    meta = result.meta
-    lines = [
-        f"protocol {meta['protocol']['name']} v{meta['protocol']['version']} "
-        f"(hash {meta['protocol']['hash'][:12]})  model {meta['model']['name']}"
-        + (f" {json.dumps(meta['model']['args'], sort_keys=True)}" if meta["model"].get("args") else ""),
-    ]
-    if meta["model"].get("uses_ground_truth"):
-        lines.append(
-            "FLAG: this model reads the ground truth at test time; not comparable with blind methods"
-        )
-    flag = _code_flag(meta["model"])
-    if flag:
-        lines.append(flag)
-    lines.append(f"{'metric':<14}{'mean':>10}{'median':>10}{'n':>6}  direction")
-    for metric, s in result.summary.items():
-        arrow = {True: "higher is better", False: "lower is better"}.get(s.get("higher_is_better"), "")
-        undefined = f"  ({s['undefined']} undefined)" if s.get("undefined") else ""
-        lines.append(
-            f"{metric:<14}{_fmt(s['mean']):>10}{_fmt(s['median']):>10}{s['count']:>6}  {arrow}{undefined}"
-        )
-    for name, reason in meta.get("unavailable_metrics", {}).items():
-        lines.append(f"{name:<14} unavailable: {reason}")
-    if result.failures:
-        lines.append(f"{len(result.failures)} sample(s) failed:")
-        lines.extend(f"  {sid}: {err}" for sid, err in result.failures[:20])
-    timing = meta.get("timing") or {}
-    if timing.get("model_ms_per_sample_mean") is not None:
-        lines.append(f"model time {timing['model_ms_per_sample_mean']:.1f} ms/sample (mean)")
-    return "\n".join(lines)
-
-
-def _code_flag(model: dict) -> str | None:
-    """The line a terminal summary shows for user code (cals_bench.submit): how it was run."""
-    sub = model.get("submission") or {}
-    if sub:
-        iso = "no code run" if sub.get("kind") == "outputs" else f"isolation {sub.get('isolation')}"
-        return f"submission #{sub.get('id')} ({sub.get('kind')}, {iso})"
-    if model.get("code") == "unisolated":
-        return "FLAG: unisolated code: user code ran in the scoring process (use `cals-bench submit` to isolate it)"
-    return None
-
-
-def _fmt(v: float) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "nan"
-    return f"{v:.4f}"

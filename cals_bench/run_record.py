@@ -29,6 +29,7 @@ from typing import Any
 
 from cals_bench import numbers
 from cals_bench.errors import CalsBenchError
+from cals_bench.jsonfile import write_json_atomic
 
 SCHEMA_VERSION = 1
 """Version of the run record's JSON form (``schema_version`` in run.json and in the index's meta)."""
@@ -186,8 +187,6 @@ def migrate(data: Any, source: str = "run record") -> dict[str, Any]:
 
 def write_run_json(path: Path, meta: dict[str, Any] | RunRecord) -> None:
     """Write a run record to ``path`` (strict JSON, atomically), at the current schema version."""
-    from cals_bench.store import write_json_atomic
-
     record = meta if isinstance(meta, RunRecord) else RunRecord.from_json(meta, str(path))
     write_json_atomic(path, record.to_json())
 

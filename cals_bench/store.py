@@ -20,6 +20,7 @@ on first use, a damaged one is a one-line error naming that command. A run in pr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -99,11 +100,15 @@ def slug(text: str, max_len: int = 48) -> str:
     return (s or "x")[:max_len]
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.part")
-    tmp.write_text(numbers.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+def output_name(sample_id: str) -> str:
+    """The output file stem of a sample: injective. An id that the file-name rule keeps as it is (after
+    ``/`` -> ``__``, which must decode back) is its own name; any other gets ``~`` and a hash of the id,
+    and ``~`` never appears in a kept name."""
+    plain = sample_id.replace("/", "__")
+    name = slug(plain, max_len=120)
+    if name == plain and plain.replace("__", "/") == sample_id:
+        return name
+    return f"{slug(plain, max_len=100)}~{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}"
 
 
 class Store:
@@ -113,6 +118,7 @@ class Store:
         self.runs_dir = self.root / "runs"
         self.cache_dir = self.root / "cache"
         self.db_path = self.root / "index.sqlite"
+        self._feature_cache: Any = None
         fresh = not self.db_path.exists()
         with self._connect() as con:
             con.executescript(_SCHEMA)
@@ -126,6 +132,18 @@ class Store:
                 f"[cals-bench] {self.db_path} was missing: re-indexed {n} run(s) from {self.runs_dir}",
                 file=sys.stderr,
             )
+
+    def feature_cache(self) -> Any:
+        """This store's reference-feature cache (``cache/``; :class:`cals_bench.cache.FeatureCache`), one
+        per store so that its in-memory part serves every run scored through this store; None where the
+        cache module cannot be imported."""
+        if self._feature_cache is None:
+            try:
+                from cals_bench.cache import FeatureCache
+            except ImportError:
+                return None
+            self._feature_cache = FeatureCache(self.cache_dir)
+        return self._feature_cache
 
     # -- connections ----------------------------------------------------------------------------------
     @contextmanager
@@ -204,7 +222,9 @@ class Store:
                 con.execute(f"DELETE FROM {table} WHERE run_id=?", (old_id,))
         shutil.rmtree(self.run_dir(old_id), ignore_errors=True)
 
-    def create_run(self, run_id: str, run_key: str, meta: dict[str, Any]) -> Path:
+    def create_run(self, run_id: str, run_key: str, meta: run_record.RunRecord | dict[str, Any]) -> Path:
+        """Index a new run (status ``running``) and make its folder with its run.json; the folder."""
+        meta = run_record.as_record(meta).to_json()
         try:
             self._insert_run(run_id, run_key, meta, "running", time.time(), None)
         except sqlite3.IntegrityError as exc:
@@ -250,7 +270,12 @@ class Store:
                 con.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
-    def update_meta(self, run_id: str, meta: dict[str, Any], *, status: str | None = None) -> None:
+    def update_meta(
+        self, run_id: str, meta: run_record.RunRecord | dict[str, Any], *, status: str | None = None
+    ) -> None:
+        """Write a run's record to the index and its run.json (``status`` also sets the index's status and
+        finish time)."""
+        meta = run_record.as_record(meta).to_json()
         with self._connect() as con:
             if status:
                 con.execute(
@@ -301,6 +326,10 @@ class Store:
         meta = run_record.migrate(meta, f"run {run_id} in {self.db_path}")  # older schema versions
         meta.update(run_id=run_id, status=row[0], created=row[2], finished=row[3])
         return meta
+
+    def get_record(self, ref: str) -> run_record.RunRecord:
+        """The typed record of a run (id, unique prefix or ``latest``), index columns included."""
+        return run_record.as_record(self.get_run(ref))
 
     def list_runs(self, protocol: str | None = None) -> pd.DataFrame:
         import pandas as pd

@@ -168,7 +168,7 @@ def test_unpaired_run_scores_outputs_and_deltas(tmp_path, shared_dir, shared_wei
     )
     # the audit page shows image grids of input and output (no reference column); the leaderboard shows
     # the no-reference columns flagged (NR), with their direction
-    from cals_bench.report.audit_page import render_audit
+    from cals_bench.report import render_audit
     from cals_bench.report.leaderboard import build_leaderboard, leaderboard_text
 
     page = render_audit(store, res.run_id, root=tmp_path / "reports").read_text()

@@ -243,7 +243,7 @@ def test_one_rule_for_non_finite_values():
 
 
 def test_output_names_are_injective(tmp_path, proto):
-    from cals_bench.engine import output_name
+    from cals_bench.store import output_name
 
     ids = ["a b", "a-b", "a?b", "a/b", "a__b", "a_/b", "a/_b", "x" * 200, "x" * 201]
     names = [output_name(i) for i in ids]

@@ -290,7 +290,7 @@ def test_environment_names_the_cpu_and_its_load():
 
     import torch
 
-    from cals_bench.engine import environment
+    from cals_bench.provenance import environment
 
     env = environment(torch.device("cpu"))
     cpuinfo = Path("/proc/cpuinfo")

@@ -11,9 +11,9 @@ import yaml
 
 from cals_bench import protocol as protocol_mod
 from cals_bench.data.io import read_rgb, to_tensor
-from cals_bench.engine import evaluate, output_name
+from cals_bench.engine import evaluate
 from cals_bench.metrics.lpips import LpipsBackbone, LpipsModel
-from cals_bench.store import Store
+from cals_bench.store import Store, output_name
 
 DEMO = Path(protocol_mod.__file__).resolve().parents[1] / "protocols" / "demo.yaml"
 

@@ -5,10 +5,10 @@ the audit's ``index.html``. Nothing here runs a model: outputs are the PNGs save
 are the stored per-sample records and the fairness audit computed from them.
 """
 
-from cals_bench.report.audit_page import render_audit
 from cals_bench.report.comparison import render_comparison
 from cals_bench.report.layout import ENV_REPORTS, reports_root
-from cals_bench.report.leaderboard import build_leaderboard, leaderboard_text, render_leaderboard
+from cals_bench.report.leaderboard import build_leaderboard, leaderboard_text
+from cals_bench.report.site import render_audit, render_leaderboard
 
 __all__ = [
     "ENV_REPORTS",

@@ -22,8 +22,8 @@ from PIL import Image
 from cals_bench import audits
 from cals_bench.report import grids, plots
 from cals_bench.report.formatting import (
-    GT_MEAN_COLUMNS,
     arrow,
+    diagnostic_columns,
     direction_text,
     fmt_ci,
     fmt_count,
@@ -47,38 +47,28 @@ GTMEAN_TITLE = (
 )
 
 
-def render_audit(
+def render_audit_page(
     store: Store,
     run: str,
     out: str | Path | None = None,
     *,
     root: str | Path | None = None,
-    refresh_leaderboard: bool = True,
+    link_leaderboard: bool = True,
 ) -> Path:
-    """Write the audit report of ``run`` (id, unique prefix or ``latest``) and return its ``index.html``.
+    """Write the audit page of ``run`` (id, unique prefix or ``latest``) and return its ``index.html``.
 
     ``out``: the report folder (default ``<root>/<protocol>-v<version>/runs/<run_id>``); ``root``: the
-    reports folder (default ``$CALS_BENCH_REPORTS`` or ``./reports``). With the default folder the
-    protocol's leaderboard is refreshed too (without rendering other runs' pages).
+    reports folder (default ``$CALS_BENCH_REPORTS`` or ``./reports``). In the default folder the page links
+    the protocol's leaderboard when ``link_leaderboard`` (the caller renders it) or when it exists already.
+    The leaderboard itself is rendered by :mod:`cals_bench.report.site`.
     """
     meta = store.get_run(run)
     root_path = reports_root(root)
     folder = Path(out) if out else run_folder(root_path, meta)
     folder.mkdir(parents=True, exist_ok=True)
     board = leaderboard_file(root_path, meta["protocol"]["name"], meta["protocol"]["version"])
-    link_board = out is None and (refresh_leaderboard or board.is_file())
-    page = _render(store, meta, folder, href(board, folder) if link_board else None)
-    if out is None and refresh_leaderboard:
-        from cals_bench.report.leaderboard import render_leaderboard
-
-        render_leaderboard(
-            store,
-            meta["protocol"]["name"],
-            meta["protocol"]["version"],
-            root=root_path,
-            audit_pages="existing",
-        )
-    return page
+    link_board = out is None and (link_leaderboard or board.is_file())
+    return _render(store, meta, folder, href(board, folder) if link_board else None)
 
 
 def _render(store: Store, meta: dict[str, Any], folder: Path, leaderboard_href: str | None) -> Path:
@@ -253,7 +243,7 @@ def _summary_rows(meta, groups: pd.DataFrame, metrics: list[str], directions) ->
                 "label": metric_label(metric),
                 "arrow": arrow(directions.get(metric)),
                 "direction": direction_text(directions.get(metric)),
-                "gtmean": metric in GT_MEAN_COLUMNS,
+                "gtmean": metric in diagnostic_columns(),
                 "mean": fmt_value(mean, metric=metric),
                 "mean_sort": sort_key(mean),
                 "ci": fmt_ci(lo, hi, mean, metric),

@@ -19,9 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cals_bench.data.io import read_rgb
-from cals_bench.engine import output_name
 from cals_bench.errors import CalsBenchError
-from cals_bench.store import slug
+from cals_bench.store import output_name, slug
 
 THUMB_PX = 240
 CROP_PX = 160

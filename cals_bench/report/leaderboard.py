@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,8 +23,8 @@ from cals_bench.errors import CalsBenchError
 from cals_bench.metrics.noreference import NO_REFERENCE_NOTE, is_no_reference_column
 from cals_bench.report import admission, leaderboard_columns
 from cals_bench.report.formatting import (
-    GT_MEAN_COLUMNS,
     arrow,
+    diagnostic_columns,
     direction_text,
     fmt_ci,
     fmt_p,
@@ -120,7 +121,7 @@ def build_leaderboard(
     version: int | None = None,
     *,
     root: str | Path | None = None,
-    render_missing: bool = False,
+    render_missing: Callable[[str], object] | None = None,
     protocol_hash: str | None = None,
 ) -> Leaderboard:
     """Collect the finished runs of ``protocol`` (``version``: default the newest stored) into a Leaderboard.
@@ -128,8 +129,9 @@ def build_leaderboard(
     A built-in protocol's board admits only runs of its exact hash; ``protocol_hash`` (a prefix) shows the
     board of another hash, labelled as such (:mod:`cals_bench.report.admission`).
 
-    Audits come from each run's report folder cache (computed and cached when absent); with
-    ``render_missing`` the audit page of every run that lacks one is rendered first, so every row links.
+    Audits come from each run's report folder cache (computed and cached when absent); ``render_missing``
+    (a run id -> its audit page) renders the page of every run that lacks one first, so every row links
+    (:func:`cals_bench.report.site.render_leaderboard` passes the audit page renderer).
     """
     runs = _versions(store, protocol)
     version = int(version if version is not None else runs["protocol_version"].max())
@@ -156,10 +158,8 @@ def build_leaderboard(
             continue
         folder = run_folder(root_path, meta)
         index = folder / "index.html"
-        if render_missing and not index.is_file():
-            from cals_bench.report.audit_page import render_audit
-
-            render_audit(store, meta["run_id"], root=root_path, refresh_leaderboard=False)
+        if render_missing is not None and not index.is_file():
+            render_missing(meta["run_id"])
         result, _ = audits.load_audit(store, meta["run_id"])
         settings = settings or result.settings
         title = meta["protocol"].get("title") or title
@@ -254,12 +254,13 @@ def _columns(rows: list[Row]) -> list[Column]:
         for m in r.meta.get("metrics") or []:
             order += [c for c in (m.get("columns") or {}) if c not in order]
         order += [c for c in r.cells if c not in order]
-    order = [c for c in order if c not in GT_MEAN_COLUMNS] + [c for c in order if c in GT_MEAN_COLUMNS]
+    diagnostic = diagnostic_columns()  # GT-mean variants: after the blind scores, flagged
+    order = [c for c in order if c not in diagnostic] + [c for c in order if c in diagnostic]
     out = []
     for c in order:
         hib = directions.get(c, _registry_direction(c))
         label = metric_label(c) + (" (NR)" if is_no_reference_column(c) else "")
-        out.append(Column(c, label, arrow(hib), hib, c in GT_MEAN_COLUMNS))
+        out.append(Column(c, label, arrow(hib), hib, c in diagnostic))
     return out
 
 
@@ -442,30 +443,28 @@ def leaderboard_text(lb: Leaderboard, fmt: TextFormat) -> str:
 # HTML
 
 
-def render_leaderboard(
+def write_leaderboard(
     store: Store,
     protocol: str,
     version: int | None = None,
     *,
     root: str | Path | None = None,
     out: str | Path | None = None,
-    audit_pages: Literal["missing", "existing"] = "missing",
+    render_missing: Callable[[str], object] | None = None,
     protocol_hash: str | None = None,
 ) -> Path:
     """Write the protocol version's leaderboard (HTML, plus .md/.tex/.csv beside it); returns the HTML path.
 
-    ``audit_pages="missing"`` renders the audit page of every run that has none, so that every row links
-    to one;
-    ``"existing"`` links only the pages already rendered (what ``render_audit`` uses to stay fast).
-    ``out``: the HTML file (default ``<root>/<protocol>-v<version>/leaderboard.html``); links to audits are
-    made relative to it.
+    Rows link the audit pages that exist; ``render_missing`` renders the others first
+    (:func:`build_leaderboard`). ``out``: the HTML file (default ``<root>/<protocol>-v<version>/
+    leaderboard.html``); links to audits are made relative to it.
     """
     lb = build_leaderboard(
         store,
         protocol,
         version,
         root=root,
-        render_missing=audit_pages == "missing",
+        render_missing=render_missing,
         protocol_hash=protocol_hash,
     )
     path = Path(out) if out else leaderboard_file(reports_root(root), lb.name, lb.version)

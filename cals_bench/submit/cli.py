@@ -220,7 +220,7 @@ def _report(outcome, as_json: bool) -> None:
         )
         return
     if outcome.result is not None:
-        from cals_bench.engine import format_summary
+        from cals_bench.cli_summary import format_summary
 
         click.echo(format_summary(outcome.result))
     iso = rec["isolation"]["level"] if isinstance(rec["isolation"], dict) else rec["isolation"]

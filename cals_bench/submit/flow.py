@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cals_bench.errors import CalsBenchError
-from cals_bench.store import Store, write_json_atomic
+from cals_bench.jsonfile import write_json_atomic
+from cals_bench.store import Store
 from cals_bench.submit import naming
 from cals_bench.submit.records import Submissions, content_key, submitter_info
 from cals_bench.submit.sandbox import (
@@ -445,8 +446,7 @@ def _score_remote(
 def _drop_partial_run(store: Store, sub_id: int) -> None:
     runs = store.list_runs()
     for run_id in runs["run_id"]:
-        meta = store.get_run(run_id)
-        if (meta.get("model") or {}).get("submission", {}).get("id") == sub_id:
+        if (store.get_record(run_id).model.get("submission") or {}).get("id") == sub_id:
             store.delete_run(run_id)  # whatever its status: a failed submission leaves no run
 
 

@@ -191,7 +191,7 @@ def _expected_size(protocol, sample) -> tuple[int, int]:
 
 def match(protocol, samples: list, files: OutputFiles) -> tuple[dict[str, np.ndarray], list[str]]:
     """Decode the output of every sample; ``(arrays by sample id, problem lines)``."""
-    from cals_bench.engine import output_name
+    from cals_bench.store import output_name
 
     problems = list(files.problems)
     by_stem: dict[str, list[str]] = {}
