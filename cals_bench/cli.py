@@ -564,10 +564,12 @@ def weights_list(as_json):
     rows = [w.status(s) for s in w.specs().values()]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
-        return
-    for r in rows:
-        where = r["where"] if r["present"] else "missing"
-        click.echo(f"{r['name']:<28} {r['licence']:<24} {where}")
+    else:
+        for r in rows:
+            where = r["where"] if r["present"] else "missing"
+            click.echo(f"{r['name']:<28} {r['licence']:<24} {where}")
+    for module, err in w.import_errors().items():  # its weight files are missing from the list
+        click.echo(f"(could not import {module}: {err})", err=True)
 
 
 @weights.command("fetch")

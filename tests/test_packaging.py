@@ -164,12 +164,14 @@ from cals_bench.cli import main
 proto = protocol.load("lol-v1")
 models = CliRunner().invoke(main, ["models", "list"])
 configs = CliRunner().invoke(main, ["train", "configs"])
+weight_files = CliRunner().invoke(main, ["weights", "list", "--json"])
 print(json.dumps({
     "file": cals_bench.__file__,
     "protocol": [proto.name, proto.hash],
     "builtins": sorted(protocol.available()),
     "models": [models.exit_code, models.output],
     "configs": [configs.exit_code, configs.output],
+    "weights": [weight_files.exit_code, weight_files.stdout],
     "top_level": [n for n in ("baselines", "reference_models", "protocols") if importlib.util.find_spec(n)],
 }))
 """
@@ -183,4 +185,10 @@ print(json.dumps({
     assert {"lol-v1", "demo", "utkface"} <= set(got["builtins"])
     assert got["models"][0] == 0 and "zero-dce" in got["models"][1], got["models"][1][-2000:]
     assert got["configs"][0] == 0 and "cals" in got["configs"][1], got["configs"][1][-2000:]
+    # every weight file is declared beside its model, and the installed modules still declare them all
+    snapshot = json.loads((ROOT / "tests" / "data" / "weights_snapshot.json").read_text())
+    assert got["weights"][0] == 0, got["weights"][1][-2000:]
+    assert {r["name"]: r["sha256"] for r in json.loads(got["weights"][1])} == {
+        name: spec["sha256"] for name, spec in snapshot.items()
+    }
     assert got["top_level"] == []

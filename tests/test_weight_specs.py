@@ -135,3 +135,13 @@ def test_a_package_registers_a_weight_file_through_the_entry_point(plugin_weight
     assert weights.declared_in("mylab/my-net") == "entry point demo_weights_plugin:MY_NET"
     with pytest.raises(WeightsError, match="is not a WeightSpec named 'mylab/odd'"):
         weights.get_spec("mylab/odd")
+
+
+def test_weights_list_names_a_declaring_module_that_failed_to_import(monkeypatch):
+    broken: Registry[weights.WeightSpec] = Registry(
+        "weight file", builtin_modules=("cals_bench.no_such_weights_module",), entry_point_group=None
+    )
+    monkeypatch.setattr(weights, "REGISTRY", broken)
+    result = CliRunner().invoke(main, ["weights", "list"])
+    assert result.exit_code == 0
+    assert "could not import cals_bench.no_such_weights_module: ModuleNotFoundError" in result.stderr

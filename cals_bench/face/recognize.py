@@ -18,7 +18,7 @@ runs the model upstream:
   graph nodes already subtract and multiply (a ``Sub``/``_minus`` and a ``Mul``/``_mul`` among the first 8
   nodes), which get mean 0, std 1. The same rule is applied here. The model file is looked for at
   ``model_path``, else ``$INSIGHTFACE_HOME/models/<pack>/<file>``, else
-  ``~/.insightface/models/<pack>/<file>``. These files are not in the weights catalogue (insightface
+  ``~/.insightface/models/<pack>/<file>``. These files are not registered weight files (insightface
   distributes them as zip packs); their sha256 is recorded in ``weights_used`` but cannot be checked
   against a published hash.
 """
