@@ -202,3 +202,52 @@ def test_a_second_training_task_or_source_under_a_taken_name_is_refused():
     # the same function with the same options again is harmless (a module imported twice)
     summary = SOURCES.get("protocol").summary
     assert register_source("protocol", options=NoOptions, summary=summary)(protocol_source) is protocol_source
+
+
+def test_report_presentation_comes_from_the_metric_class():
+    from cals_bench.cli import _diagnostic_metrics
+    from cals_bench.metrics import METRICS, Metric, register_metric
+    from cals_bench.metrics.base import ColumnFormat
+    from cals_bench.metrics.fidelity import PeakSignalNoiseRatio
+    from cals_bench.metrics.identity import IdentitySimilarity
+    from cals_bench.report.formatting import diagnostic_columns, fmt_ci, fmt_value, metric_label
+
+    assert PeakSignalNoiseRatio.column_format("psnr") == ColumnFormat("PSNR", unit="dB", decimals=2)
+    assert IdentitySimilarity.column_format("id_sim_input") == ColumnFormat("ID sim (input)", decimals=4)
+    assert (metric_label("psnr"), metric_label("ssim_gtmean"), metric_label("id_sim")) == (
+        "PSNR",
+        "SSIM (GT-mean)",
+        "ID sim",
+    )
+    assert (fmt_value(23.456, metric="psnr"), fmt_value(0.5, metric="ssim")) == ("23.46", "0.5000")
+    assert fmt_value(9.5, metric="psnr") == "9.50"  # the metric's decimals, not the magnitude rule (9.5000)
+    assert diagnostic_columns() == ("psnr_gtmean", "ssim_gtmean")
+    assert _diagnostic_metrics() == ("psnr_gtmean", "ssim_gtmean")  # what `run --with-gtmean` adds
+
+    @register_metric
+    class Brightness(Metric):
+        name = "test-brightness"
+        columns = {"test-brightness": None, "test-brightness_input": None}
+        column_formats = {"test-brightness": ColumnFormat("Brightness", unit="%", decimals=1)}
+        diagnostic = True
+
+        def score_batch(self, output, reference, contexts):
+            return [{"test-brightness": 0.0, "test-brightness_input": 0.0} for _ in contexts]
+
+    try:
+        assert metric_label("test-brightness") == "Brightness"
+        assert metric_label("test-brightness_input") == "test-brightness_input"  # none declared: its name
+        assert fmt_value(12.345, metric="test-brightness") == "12.3"
+        assert fmt_value(12.345, metric="test-brightness_input") == "12.35"  # by magnitude
+        assert fmt_ci(1.04, 2.26, 1.5, metric="test-brightness") == "[1.0, 2.3]"
+        assert diagnostic_columns() == (
+            "psnr_gtmean",
+            "ssim_gtmean",
+            "test-brightness",
+            "test-brightness_input",
+        )
+        assert _diagnostic_metrics() == ("psnr_gtmean", "ssim_gtmean", "test-brightness")
+    finally:
+        METRICS.unregister("test-brightness")
+    assert metric_label("test-brightness") == "test-brightness"
+    assert diagnostic_columns() == ("psnr_gtmean", "ssim_gtmean")

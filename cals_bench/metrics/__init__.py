@@ -11,6 +11,7 @@ from __future__ import annotations
 from cals_bench.metrics.base import (
     BUILTIN_METRIC_MODULES,
     METRICS,
+    ColumnFormat,
     Metric,
     SampleContext,
     build_metric,
@@ -23,6 +24,7 @@ from cals_bench.metrics.base import (
 __all__ = [
     "BUILTIN_METRIC_MODULES",
     "METRICS",
+    "ColumnFormat",
     "Metric",
     "SampleContext",
     "build_metric",

@@ -5,7 +5,8 @@ yield a single column named after themselves; identity similarity yields ``id_si
 Images reach a metric already clamped to [0, 1] and rounded to 8 bits (``quantize``), as a saved PNG
 would be, as float32 ``(B, 3, H, W)`` tensors in [0, 1] on the engine's device.
 
-Each metric declares ``higher_is_better`` per column, whether it ``needs_reference``, whether it is a
+Each metric declares ``higher_is_better`` per column, how reports write each column (``column_formats``:
+label, unit, decimals), whether it is ``diagnostic``, whether it ``needs_reference``, whether it is a
 ``face`` metric, and the weight files it uses (recorded in every run). A metric whose weights are missing
 reports itself unavailable (with the command that fixes it) instead of producing a number.
 """
@@ -37,6 +38,17 @@ class SampleContext:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ColumnFormat:
+    """How reports write one metric column: a readable ``label``, its ``unit`` and a fixed number of
+    ``decimals`` (None: 2 for magnitudes of 10 and above, 4 below), so that a column reads the same in
+    every row and every report."""
+
+    label: str
+    unit: str = ""
+    decimals: int | None = None
+
+
 def quantize(x: torch.Tensor) -> torch.Tensor:
     """Clamp to [0, 1] and round to the 8-bit grid (values k/255); one new tensor, the rest in place."""
     return x.clamp(0.0, 1.0).mul_(255.0).round_().div_(255.0)
@@ -51,14 +63,22 @@ class Metric(abc.ABC):
     columns: ClassVar[dict[str, bool]] = {}
     needs_reference: ClassVar[bool] = True
     face: ClassVar[bool] = False
-    # True for metrics that are never a protocol default (GT-mean variants)
+    # True for metrics that are never a protocol default (GT-mean variants): reports list their columns
+    # after the blind scores and flag them
     diagnostic: ClassVar[bool] = False
+    # column name -> how reports write it; a column not listed reads as its name, decimals by magnitude
+    column_formats: ClassVar[dict[str, ColumnFormat]] = {}
 
     def __init__(self, **options: Any) -> None:
         if options:
             raise CalsBenchError(f"metric {self.name!r} takes no option(s) {sorted(options)}")
         self.options: dict[str, Any] = {}
         self.weights_used: dict[str, str] = {}
+
+    @classmethod
+    def column_format(cls, column: str) -> ColumnFormat:
+        """How reports write ``column`` (one of ``columns``)."""
+        return cls.column_formats.get(column) or ColumnFormat(column)
 
     def available(self) -> tuple[bool, str]:
         """(True, "") when the metric can run; else (False, one-line reason with the fix)."""
@@ -125,3 +145,32 @@ def column_directions() -> dict[str, bool]:
 
 def build_metric(name: str, **options: Any) -> Metric:
     return METRICS.get(name)(**options)
+
+
+def column_format(column: str) -> ColumnFormat:
+    """How reports write ``column``: as the registered metric that yields it declares; else by its name."""
+    return _column_table()[1].get(column) or ColumnFormat(column)
+
+
+def diagnostic_columns() -> tuple[str, ...]:
+    """The columns of diagnostic metrics (the GT-mean variants), in metric-name order."""
+    return _column_table()[2]
+
+
+# (METRICS.revision it was built at, column -> format, diagnostic columns): reports ask per cell
+_COLUMN_TABLE: tuple[int, dict[str, ColumnFormat], tuple[str, ...]] | None = None
+
+
+def _column_table() -> tuple[int, dict[str, ColumnFormat], tuple[str, ...]]:
+    global _COLUMN_TABLE
+    if _COLUMN_TABLE is None or _COLUMN_TABLE[0] != METRICS.revision:
+        classes = METRICS.items()  # built-ins and entry points imported, then the revision read
+        formats: dict[str, ColumnFormat] = {}
+        diagnostic: list[str] = []
+        for cls in classes.values():
+            for column in cls.columns:
+                formats.setdefault(column, cls.column_format(column))
+                if cls.diagnostic and column not in diagnostic:
+                    diagnostic.append(column)
+        _COLUMN_TABLE = (METRICS.revision, formats, tuple(diagnostic))
+    return _COLUMN_TABLE

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cals_bench.metrics.base import Metric, SampleContext, register_metric
+from cals_bench.metrics.base import ColumnFormat, Metric, SampleContext, register_metric
 from cals_bench.numbers import PSNR_CAP_DB, cap_psnr
 
 SSIM_WINDOW = 11
@@ -227,6 +227,7 @@ class PeakSignalNoiseRatio(Metric):
     name = "psnr"
     summary = "peak signal-to-noise ratio, dB, RGB on the 8-bit grid, no border crop"
     columns = {"psnr": True}
+    column_formats = {"psnr": ColumnFormat("PSNR", unit="dB", decimals=2)}
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
@@ -243,6 +244,7 @@ class StructuralSimilarity(Metric):
     name = "ssim"
     summary = "structural similarity, Gaussian 11x11 sigma 1.5, mean over RGB (skimage/BasicSR form)"
     columns = {"ssim": True}
+    column_formats = {"ssim": ColumnFormat("SSIM", decimals=4)}
 
     def score_batch(self, output, reference, contexts: list[SampleContext]):
         return [{"ssim": v} for v in _values(structural_similarity(output, reference))]
@@ -255,6 +257,7 @@ class PeakSignalNoiseRatioGTMean(Metric):
     name = "psnr_gtmean"
     summary = "PSNR after scaling the output's mean grey level to the reference's (GT-mean; diagnostic)"
     columns = {"psnr_gtmean": True}
+    column_formats = {"psnr_gtmean": ColumnFormat("PSNR (GT-mean)", unit="dB", decimals=2)}
     diagnostic = True
 
     def __init__(self, **options) -> None:
@@ -273,6 +276,7 @@ class StructuralSimilarityGTMean(Metric):
     name = "ssim_gtmean"
     summary = "SSIM after scaling the output's mean grey level to the reference's (GT-mean; diagnostic)"
     columns = {"ssim_gtmean": True}
+    column_formats = {"ssim_gtmean": ColumnFormat("SSIM (GT-mean)", decimals=4)}
     diagnostic = True
 
     def score_batch(self, output, reference, contexts: list[SampleContext]):

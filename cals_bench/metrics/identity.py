@@ -27,7 +27,7 @@ import torch
 
 from cals_bench.errors import CalsBenchError, SampleError
 from cals_bench.face.pipeline import FacePipeline, to_uint8_hwc
-from cals_bench.metrics.base import Metric, SampleContext, register_metric
+from cals_bench.metrics.base import ColumnFormat, Metric, SampleContext, register_metric
 
 Backend = Literal["sface", "insightface"]
 _BACKEND_OPTIONS = {"sface": ("engine",), "insightface": ("pack", "model_path"), "mobilefacenet": ()}
@@ -58,6 +58,10 @@ class IdentitySimilarity(Metric):
     name = "id_sim"
     summary = "identity similarity (SFace/ArcFace cosine) of output vs reference and vs input"
     columns = {"id_sim": True, "id_sim_input": True}
+    column_formats = {
+        "id_sim": ColumnFormat("ID sim", decimals=4),
+        "id_sim_input": ColumnFormat("ID sim (input)", decimals=4),
+    }
     face = True
 
     def __init__(self, *, backend: Backend = "sface", **options: Any) -> None:

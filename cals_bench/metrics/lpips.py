@@ -26,7 +26,7 @@ from torch import nn
 
 from cals_bench.cache import CacheKey
 from cals_bench.errors import CalsBenchError, SampleError, WeightsError
-from cals_bench.metrics.base import Metric, SampleContext, register_metric
+from cals_bench.metrics.base import ColumnFormat, Metric, SampleContext, register_metric
 from cals_bench.weights import WeightSpec, register
 
 LpipsNet = Literal["alex", "vgg"]
@@ -367,6 +367,7 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
     name = "lpips"
     summary = "LPIPS v0.1 (AlexNet default, or VGG16), inputs mapped to [-1, 1], full resolution"
     columns = {"lpips": False}
+    column_formats = {"lpips": ColumnFormat("LPIPS", decimals=4)}
 
     def __init__(self, *, net: LpipsNet = "alex", **unknown: Any) -> None:
         super().__init__(**unknown)  # refuses unknown options with a CalsBenchError

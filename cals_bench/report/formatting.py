@@ -1,7 +1,9 @@
 """How numbers, metric names and directions are written in every report format (HTML, Markdown, LaTeX).
 
 One place so that a value reads the same on a leaderboard, in an audit and in a paper table. Full precision
-is kept beside the rounded text (HTML ``data-sort`` / ``title`` attributes, CSV columns).
+is kept beside the rounded text (HTML ``data-sort`` / ``title`` attributes, CSV columns). A metric column's
+label and decimals, and whether it is a diagnostic, are declared by its metric class
+(``Metric.column_formats``, ``Metric.diagnostic``) and read here from the metric registry.
 """
 
 from __future__ import annotations
@@ -9,33 +11,29 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# Readable names of the suite's metric columns; unknown columns are shown as stored.
-METRIC_LABELS = {
-    "psnr": "PSNR",
-    "ssim": "SSIM",
-    "lpips": "LPIPS",
-    "id_sim": "ID sim",
-    "id_sim_input": "ID sim (input)",
-    "psnr_gtmean": "PSNR (GT-mean)",
-    "ssim_gtmean": "SSIM (GT-mean)",
-}
-METRIC_UNITS = {"psnr": "dB", "psnr_gtmean": "dB"}
-# Decimals per metric column, so one metric reads the same in every row; others follow ``decimals``.
-METRIC_DECIMALS = {
-    "psnr": 2,
-    "psnr_gtmean": 2,
-    "ssim": 4,
-    "ssim_gtmean": 4,
-    "lpips": 4,
-    "id_sim": 4,
-    "id_sim_input": 4,
-}
-# Columns computed after rescaling the output's mean to the reference's: diagnostics, not blind scores.
-GT_MEAN_COLUMNS = ("psnr_gtmean", "ssim_gtmean")
-
 
 def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
+    """The readable name of a metric column (``PSNR``); a column no registered metric declares as stored."""
+    from cals_bench.metrics.base import column_format
+
+    return column_format(metric).label
+
+
+def column_decimals(metric: str | None) -> int | None:
+    """The fixed decimals a metric column declares (PSNR 2, SSIM 4), None when it declares none."""
+    if metric is None:
+        return None
+    from cals_bench.metrics.base import column_format
+
+    return column_format(metric).decimals
+
+
+def diagnostic_columns() -> tuple[str, ...]:
+    """Columns of diagnostic metrics (the GT-mean variants: the output's mean rescaled to the reference's),
+    shown after the blind scores and flagged, never a headline."""
+    from cals_bench.metrics.base import diagnostic_columns as registered
+
+    return registered()
 
 
 def arrow(higher_is_better: bool | None) -> str:
@@ -63,10 +61,11 @@ def is_number(x: Any) -> bool:
 
 
 def decimals(x: float, metric: str | None = None) -> int:
-    """Decimals for a value: the metric's own (``METRIC_DECIMALS``) when known, else 2 for magnitudes of 10
-    and above and 4 below."""
-    if metric in METRIC_DECIMALS:
-        return METRIC_DECIMALS[metric]
+    """Decimals for a value: the metric column's own (:func:`column_decimals`) when it declares them, else 2
+    for magnitudes of 10 and above and 4 below."""
+    fixed = column_decimals(metric)
+    if fixed is not None:
+        return fixed
     return 2 if abs(x) >= 10 else 4
 
 

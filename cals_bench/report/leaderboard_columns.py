@@ -18,7 +18,7 @@ import pandas as pd
 
 from cals_bench.published import DEFAULT_TOLERANCE, Agreement
 from cals_bench.report import plots
-from cals_bench.report.formatting import metric_label, sort_key
+from cals_bench.report.formatting import column_decimals, metric_label, sort_key
 from cals_bench.report.layout import href
 from cals_bench.report.model_columns import (
     ModelFacts,
@@ -115,7 +115,8 @@ def _reported(value: float) -> str:
 
 
 def _diff_digits(metric: str) -> int:
-    return 2 if metric in ("psnr", "psnr_gtmean") else 3
+    """Decimals of a difference from a reported figure: the metric's own, at most 3."""
+    return min(3, column_decimals(metric) or 3)
 
 
 def _agreements(f: ModelFacts | None, which: str) -> list[Agreement]:

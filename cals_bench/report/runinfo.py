@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cals_bench.report.formatting import GT_MEAN_COLUMNS, metric_label
+from cals_bench.report.formatting import diagnostic_columns, metric_label
 from cals_bench.run_record import FINISHED, RunRecord, as_record
 
 __all__ = ["FINISHED", "Flag", "model_args_text", "run_flags", "submission_flags"]
@@ -52,7 +52,7 @@ def run_flags(meta: Mapping[str, Any] | RunRecord) -> list[Flag]:
             )
         )
     flags += submission_flags(model)
-    gtm = [c for c in GT_MEAN_COLUMNS if c in (record.summary or {})]
+    gtm = [c for c in diagnostic_columns() if c in (record.summary or {})]
     if gtm:
         flags.append(
             Flag(

@@ -29,7 +29,7 @@ class ValueCI:
     lo: float | None = None
     hi: float | None = None
     suffix: str = ""  # plain text after the number, escaped like any text (e.g. " (n=1)")
-    metric: str | None = None  # picks the decimals (formatting.METRIC_DECIMALS)
+    metric: str | None = None  # picks the decimals (the metric column's own, formatting.decimals)
 
 
 Cell = str | ValueCI
