@@ -57,7 +57,7 @@ class Expected:
 class Recipe:
     repo: str  # OWNER/NAME on GitHub
     commit: str
-    weights: dict[str, str]  # registry name (cals_bench.weights_catalog) -> that file's path upstream
+    weights: dict[str, str]  # registry name (cals_bench.weights.get_spec) -> that file's path upstream
     root: str  # folder of the checkout that the upstream scripts run from (put on sys.path)
     run: Callable[[Context], None]
     expected: tuple[Expected, ...]
