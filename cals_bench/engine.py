@@ -27,7 +27,7 @@ import torch
 
 from cals_bench import limits, numbers, provenance, run_record, sharding
 from cals_bench.data.datasets import Sample, check_checksums, load_samples
-from cals_bench.data.io import to_tensor, to_uint8, write_png
+from cals_bench.data.io import decoded_images, to_tensor, to_uint8, write_png
 from cals_bench.enhancer import Enhancer, load_enhancer
 from cals_bench.errors import CalsBenchError, DataError, ModelOutputError, SampleError
 from cals_bench.metrics import Metric, SampleContext, build_metric, noreference, quantize
@@ -187,14 +187,17 @@ def _check_values(out: torch.Tensor, model: str) -> str | None:
 
 
 def _batches(
-    samples: list[Sample], batch_size: int, max_pixels: int | None = None
+    samples: list[Sample], batch_size: int, max_pixels: int | None = None, pixel_cache: Any = None
 ) -> Iterator[list[tuple[Sample, Any]]]:
-    """Load samples in order and group consecutive same-size ones; failed loads come as 1-item groups."""
+    """Load samples in order and group consecutive same-size ones; failed loads come as 1-item groups.
+    ``pixel_cache`` (the store's feature cache) keeps decoded PNG pixels for the next model
+    (:func:`cals_bench.data.io.decoded_images`)."""
     batch: list[tuple[Sample, Any]] = []
     shape = None
     for s in samples:
         try:
-            pair = s.load()
+            with decoded_images(pixel_cache):
+                pair = s.load()
             h, w = pair[0].shape[:2]
             if max_pixels and h * w > max_pixels:
                 where = s.low_path or s.high_path or s.sample_id
@@ -628,7 +631,7 @@ def _score(session: Scoring, pending: list[Sample], n_done: int, n_total: int) -
 
         return stop
 
-    for group in _batches(pending, session.batch_size, max_pixels):
+    for group in _batches(pending, session.batch_size, max_pixels, store.feature_cache()):
         if len(group) == 1 and isinstance(group[0][1], Exception):
             fail(group[0][0], str(group[0][1]))
             bar.update(1)
