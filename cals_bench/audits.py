@@ -30,7 +30,7 @@ from cals_bench.fairness import (
     compare,
     make_grouping,
 )
-from cals_bench.run_record import as_record
+from cals_bench.run_record import RunRecord, as_record
 from cals_bench.store import Store
 
 # ``audit:`` keys of protocol specs stored by older versions, under their current names.
@@ -49,15 +49,17 @@ __all__ = [
 ]
 
 
-def settings_for(meta: Mapping[str, Any]) -> tuple[AuditSettings, list[str]]:
+def settings_for(meta: RunRecord | Mapping[str, Any]) -> tuple[AuditSettings, list[str]]:
     """The run's audit settings (the protocol's ``audit`` section, one type: :class:`AuditSettings`), and
-    notes on stored keys that were not used.
+    notes on stored keys that were not used. ``meta``: a run record, or any mapping with its
+    ``protocol.spec``.
 
     A stored spec is what the protocol was when the run was made, so it is read leniently: older specs'
     ``error_metric`` is ``gpi_metric`` and, lacking ``gpi_seed``, their sliced-GPI projections are seeded
     with the audit seed; a key the settings no longer know is left out with a note.
     """
-    spec = dict(meta["protocol"]["spec"].get("audit") or {})
+    protocol_spec = meta.protocol.spec if isinstance(meta, RunRecord) else meta["protocol"]["spec"]
+    spec = dict(protocol_spec.get("audit") or {})
     known = {f.name for f in dataclasses.fields(AuditSettings)}
     values: dict[str, Any] = {}
     notes: list[str] = []
@@ -123,7 +125,7 @@ def _features(store: Store, run_id: str) -> dict[str, tuple[Any, Any, list[str]]
     return out
 
 
-def _cache_key(meta: Mapping[str, Any], settings: AuditSettings, features: list[str]) -> str:
+def _cache_key(meta: RunRecord | Mapping[str, Any], settings: AuditSettings, features: list[str]) -> str:
     record = as_record(meta)
     ident = {
         "run_id": record.run_id,
@@ -137,11 +139,11 @@ def _cache_key(meta: Mapping[str, Any], settings: AuditSettings, features: list[
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def audit_run(store: Store, meta: Mapping[str, Any]) -> tuple[AuditResult, list[str]]:
+def audit_run(store: Store, meta: RunRecord | Mapping[str, Any]) -> tuple[AuditResult, list[str]]:
     """Audit one stored run with its protocol's settings; returns the result and the report's notes."""
     record = as_record(meta)
     run_id = record.run_id
-    settings, notes = settings_for(meta)
+    settings, notes = settings_for(record)
     records, inf_notes = finite_records(store.scores(run_id))
     notes += inf_notes
     attrs = attributes_frame(store.samples(run_id))
@@ -158,10 +160,13 @@ def audit_run(store: Store, meta: Mapping[str, Any]) -> tuple[AuditResult, list[
     return result, notes
 
 
-def cached_audit(store: Store, meta: Mapping[str, Any], cache_file: Path) -> tuple[AuditResult, list[str]]:
+def cached_audit(
+    store: Store, meta: RunRecord | Mapping[str, Any], cache_file: Path
+) -> tuple[AuditResult, list[str]]:
     """``audit_run`` through a JSON cache at ``cache_file`` (written atomically)."""
-    settings, _ = settings_for(meta)
-    key = _cache_key(meta, settings, store.feature_names(meta["run_id"]))
+    record = as_record(meta)
+    settings, _ = settings_for(record)
+    key = _cache_key(record, settings, store.feature_names(record.run_id))
     if cache_file.is_file():
         try:
             data = json.loads(cache_file.read_text())
@@ -169,8 +174,8 @@ def cached_audit(store: Store, meta: Mapping[str, Any], cache_file: Path) -> tup
                 return AuditResult.from_dict(data), list(data.get("report_notes", []))
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable or from another schema: recompute
-    result, notes = audit_run(store, meta)
-    payload = {**result.to_dict(), "cache_key": key, "run_id": meta["run_id"], "report_notes": notes}
+    result, notes = audit_run(store, record)
+    payload = {**result.to_dict(), "cache_key": key, "run_id": record.run_id, "report_notes": notes}
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.part")
     tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
@@ -179,11 +184,14 @@ def cached_audit(store: Store, meta: Mapping[str, Any], cache_file: Path) -> tup
 
 
 def compare_runs(
-    store: Store, meta_a: Mapping[str, Any], meta_b: Mapping[str, Any], labels: tuple[str, str] = ("A", "B")
+    store: Store,
+    meta_a: RunRecord | Mapping[str, Any],
+    meta_b: RunRecord | Mapping[str, Any],
+    labels: tuple[str, str] = ("A", "B"),
 ) -> tuple[pd.DataFrame, AuditSettings]:
     """Paired comparison of two runs (fairness ``compare``) with run A's protocol settings."""
-    settings, _ = settings_for(meta_a)
     run_a, run_b = as_record(meta_a), as_record(meta_b)
+    settings, _ = settings_for(run_a)
     directions = {**run_b.metric_directions, **run_a.metric_directions}
     rec_a = finite_records(store.scores(run_a.run_id))[0]
     rec_b = finite_records(store.scores(run_b.run_id))[0]
@@ -199,8 +207,8 @@ AUDIT_FILE = "audit.json"
 
 def load_audit(store: Store, run_ref: str, *, recompute: bool = False) -> tuple[AuditResult, list[str]]:
     """The run's audit from its cache in the run folder (computed from stored records when stale)."""
-    meta = store.get_run(run_ref)
-    path = store.run_dir(meta["run_id"]) / AUDIT_FILE
+    record = store.get_record(run_ref)
+    path = store.run_dir(record.run_id) / AUDIT_FILE
     if recompute:
         path.unlink(missing_ok=True)
-    return cached_audit(store, meta, path)
+    return cached_audit(store, record, path)

@@ -200,9 +200,9 @@ def read_run_json(path: Path) -> RunRecord:
     return RunRecord.from_json(data, str(path))
 
 
-def dumps(meta: dict[str, Any]) -> str:
+def dumps(meta: Mapping[str, Any] | RunRecord) -> str:
     """The index's ``runs.meta`` text of a record (current schema version)."""
-    return numbers.dumps(RunRecord.from_json(meta).to_json())
+    return numbers.dumps(as_record(meta).to_json())
 
 
 def _index_v0_to_v1(con: sqlite3.Connection) -> None:

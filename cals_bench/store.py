@@ -20,6 +20,7 @@ on first use, a damaged one is a one-line error naming that command. A run in pr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -224,9 +225,9 @@ class Store:
 
     def create_run(self, run_id: str, run_key: str, meta: run_record.RunRecord | dict[str, Any]) -> Path:
         """Index a new run (status ``running``) and make its folder with its run.json; the folder."""
-        meta = run_record.as_record(meta).to_json()
+        record = run_record.as_record(meta)
         try:
-            self._insert_run(run_id, run_key, meta, "running", time.time(), None)
+            self._insert_run(run_id, run_key, record, "running", time.time(), None)
         except sqlite3.IntegrityError as exc:
             raise CalsBenchError(
                 f"run {run_id} is in progress in another process (it was created a moment ago); wait for it "
@@ -234,14 +235,20 @@ class Store:
             ) from exc
         d = self.run_dir(run_id)
         (d / "outputs").mkdir(parents=True, exist_ok=True)
-        run_record.write_run_json(d / run_record.RUN_FILE, {**meta, "status": "running"})
+        run_record.write_run_json(d / run_record.RUN_FILE, dataclasses.replace(record, status="running"))
         return d
 
     def _insert_run(
-        self, run_id: str, run_key: str, meta: dict[str, Any], status: str, created: float, finished: Any
+        self,
+        run_id: str,
+        run_key: str,
+        record: run_record.RunRecord,
+        status: str,
+        created: float,
+        finished: Any,
     ) -> None:
-        proto = meta["protocol"]
-        model = meta["model"]
+        proto = record.protocol
+        model = record.model
         with self._connect() as con:
             con.execute(
                 "INSERT INTO runs (run_id, run_key, protocol, protocol_version, protocol_hash, model, model_args,"
@@ -249,16 +256,16 @@ class Store:
                 (
                     run_id,
                     run_key,
-                    proto["name"],
-                    proto["version"],
-                    proto["hash"],
+                    proto.name,
+                    proto.version,
+                    proto.hash,
                     model["name"],
                     json.dumps(model.get("args", {}), sort_keys=True),
                     status,
                     created,
                     finished,
-                    meta.get("n_samples"),
-                    run_record.dumps(meta),
+                    record.n_samples,
+                    run_record.dumps(record),
                 ),
             )
 
@@ -275,17 +282,18 @@ class Store:
     ) -> None:
         """Write a run's record to the index and its run.json (``status`` also sets the index's status and
         finish time)."""
-        meta = run_record.as_record(meta).to_json()
+        record = run_record.as_record(meta)
         with self._connect() as con:
             if status:
                 con.execute(
                     "UPDATE runs SET meta=?, status=?, finished=? WHERE run_id=?",
-                    (run_record.dumps(meta), status, time.time(), run_id),
+                    (run_record.dumps(record), status, time.time(), run_id),
                 )
             else:
-                con.execute("UPDATE runs SET meta=? WHERE run_id=?", (run_record.dumps(meta), run_id))
+                con.execute("UPDATE runs SET meta=? WHERE run_id=?", (run_record.dumps(record), run_id))
         run_record.write_run_json(
-            self.run_dir(run_id) / run_record.RUN_FILE, {**meta, "status": status or meta.get("status")}
+            self.run_dir(run_id) / run_record.RUN_FILE,
+            dataclasses.replace(record, status=status or record.status),
         )
 
     def resolve_run_id(self, ref: str) -> str:

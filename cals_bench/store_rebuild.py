@@ -13,6 +13,7 @@ finished ``--force`` rerun superseded (its id is the new run's ``replaces``) is 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -21,14 +22,14 @@ from typing import Any
 import pandas as pd
 
 from cals_bench.errors import CalsBenchError
-from cals_bench.run_record import RunRecordError, read_run_json
+from cals_bench.run_record import RunRecord, RunRecordError, read_run_json
 
 
-def _read_run_json(path: Path) -> dict[str, Any] | None:
-    """The run record of one folder in its current JSON form (older schema versions migrated), or None
-    with a line on stderr when it cannot be read."""
+def _read_run_json(path: Path) -> RunRecord | None:
+    """The run record of one folder (older schema versions migrated), or None with a line on stderr when
+    it cannot be read."""
     try:
-        return read_run_json(path).to_json()
+        return read_run_json(path)
     except RunRecordError as exc:
         print(f"[cals-bench] {exc}; not re-indexed", file=sys.stderr)
         return None
@@ -36,29 +37,27 @@ def _read_run_json(path: Path) -> dict[str, Any] | None:
 
 def rebuild(store) -> int:
     """Index every run folder that the index lacks; returns how many runs were added."""
-    metas = []
+    records = []
     for path in sorted(store.runs_dir.glob("*/run.json")):
-        meta = _read_run_json(path)
-        if meta is not None and meta["run_id"] == path.parent.name:
-            metas.append(meta)
-    superseded = {
-        m.get("replaces")
-        for m in metas
-        if m.get("replaces") and str(m.get("status", "")).startswith("finished")
-    }
+        record = _read_run_json(path)
+        if record is not None and record.run_id == path.parent.name:
+            records.append(record)
+    superseded = {r.replaces for r in records if r.replaces and str(r.status or "").startswith("finished")}
     with store._connect() as con:
         known = {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
     added = 0
-    for meta in metas:
-        run_id = meta["run_id"]
+    for record in records:
+        run_id = record.run_id
         if run_id in known or run_id in superseded:
             continue
-        status = str(meta.get("status") or "running")
-        created = _epoch(meta.get("created")) or _epoch_text(meta.get("started")) or time.time()
-        finished = _epoch(meta.get("finished")) or _epoch_text(meta.get("finished_at"))
-        record = {k: v for k, v in meta.items() if k not in ("status", "created", "finished")}
-        samples, scores = _records(store.run_dir(run_id), meta) if status.startswith("finished") else ([], [])
-        store._insert_run(run_id, meta["run_key"], record, status, created, finished)
+        status = str(record.status or "running")
+        created = _epoch(record.created) or _epoch_text(record.started) or time.time()
+        finished = _epoch(record.finished) or _epoch_text(record.finished_at)
+        indexed = dataclasses.replace(record, status=None, created=None, finished=None)  # index columns
+        samples, scores = (
+            _records(store.run_dir(run_id), record) if status.startswith("finished") else ([], [])
+        )
+        store._insert_run(run_id, record.run_key, indexed, status, created, finished)
         if samples:
             store.write_batch(run_id, samples, scores)
         added += 1
@@ -90,9 +89,7 @@ def rebuild_index(root: str | Path | None) -> tuple[int, Path | None]:
     return rebuild(store), moved
 
 
-def _records(
-    run_dir: Path, meta: dict[str, Any]
-) -> tuple[list[dict[str, Any]], list[tuple[str, str, float]]]:
+def _records(run_dir: Path, record: RunRecord) -> tuple[list[dict[str, Any]], list[tuple[str, str, float]]]:
     parquet = run_dir / "records.parquet"
     samples: list[dict[str, Any]] = []
     scores: list[tuple[str, str, float]] = []
@@ -113,7 +110,7 @@ def _records(
                 }
             )
         scores = [(r.sample_id, r.metric, float(r.value)) for r in df.itertuples(index=False)]
-    for sid, error in meta.get("failures") or []:
+    for sid, error in record.failures or []:
         samples.append({"sample_id": sid, "status": "failed", "error": error, "attributes": {}})
     return samples, scores
 

@@ -37,6 +37,7 @@ from cals_bench.report.html import render_page
 from cals_bench.report.layout import href, leaderboard_file, reports_root, run_folder
 from cals_bench.report.runinfo import Flag, model_args_text, run_flags
 from cals_bench.report.tables import TextTable, ValueCI, write_all
+from cals_bench.run_record import RunRecord
 from cals_bench.store import Store
 
 MIN_DISPLAY_PX = 120  # thumbnails smaller than this are displayed enlarged
@@ -62,17 +63,17 @@ def render_audit_page(
     the protocol's leaderboard when ``link_leaderboard`` (the caller renders it) or when it exists already.
     The leaderboard itself is rendered by :mod:`cals_bench.report.site`.
     """
-    meta = store.get_run(run)
+    record = store.get_record(run)
     root_path = reports_root(root)
-    folder = Path(out) if out else run_folder(root_path, meta)
+    folder = Path(out) if out else run_folder(root_path, record)
     folder.mkdir(parents=True, exist_ok=True)
-    board = leaderboard_file(root_path, meta["protocol"]["name"], meta["protocol"]["version"])
+    board = leaderboard_file(root_path, record.protocol.name, record.protocol.version)
     link_board = out is None and (link_leaderboard or board.is_file())
-    return _render(store, meta, folder, href(board, folder) if link_board else None)
+    return _render(store, record, folder, href(board, folder) if link_board else None)
 
 
-def _render(store: Store, meta: dict[str, Any], folder: Path, leaderboard_href: str | None) -> Path:
-    run_id = meta["run_id"]
+def _render(store: Store, record: RunRecord, folder: Path, leaderboard_href: str | None) -> Path:
+    run_id = record.run_id
     result, report_notes = audits.load_audit(store, run_id)
     # the report folder is self-contained: it carries a copy of the run's audit.json for download
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,43 +81,43 @@ def _render(store: Store, meta: dict[str, Any], folder: Path, leaderboard_href: 
     if not copy.is_file() or copy.read_bytes() != cached.read_bytes():
         shutil.copyfile(cached, copy)
     settings = result.settings
-    directions = dict(meta.get("metric_directions") or {})
+    directions = dict(record.metric_directions)
     samples = store.samples(run_id)
     ok_ids = samples.loc[samples["status"] == "ok", "sample_id"].astype(str).tolist()
     records, _ = audits.finite_records(store.scores(run_id))
     wide = _wide(records, ok_ids)
     attrs = audits.attributes_frame(samples)
     labels = audits.group_labels(attrs, settings, list(wide.index))
-    metrics = _metric_order(meta, wide)
+    metrics = _metric_order(record, wide)
     wide = wide[metrics]
     pct = f"{round(settings.confidence * 100)}% CI"
 
     (folder / "plots").mkdir(exist_ok=True)
     figures = _figures(result, wide, labels, directions, folder)
-    grid = _grid(store, meta, wide, labels, directions, settings, folder)
-    downloads = _exports(result, meta, folder)
+    grid = _grid(store, record, wide, labels, directions, settings, folder)
+    downloads = _exports(result, record, folder)
 
-    failures = [tuple(f) for f in meta.get("failures") or []]
+    failures = [tuple(f) for f in record.failures or []]
     context = dict(
-        model_name=meta["model"]["name"],
-        model_args=model_args_text(meta),
-        protocol=meta["protocol"],
+        model_name=record.model["name"],
+        model_args=model_args_text(record),
+        protocol=record.protocol,
         run_id=run_id,
-        status=meta.get("status"),
+        status=record.status,
         n_scored=len(ok_ids),
-        n_total=int(meta.get("n_samples") or len(samples)),
+        n_total=int(record.n_samples or len(samples)),
         leaderboard_href=leaderboard_href,
-        flags=run_flags(meta),
-        callouts=_callouts(meta),
+        flags=run_flags(record),
+        callouts=_callouts(record),
         ci_label=pct,
         ci_text=(
             f"{pct} percentile bootstrap of the mean ({settings.bootstrap} resamples, seed {settings.seed})"
             if settings.bootstrap
             else "not computed (protocol sets bootstrap: 0)"
         ),
-        summary_rows=_summary_rows(meta, result.groups, metrics, directions),
-        unavailable=[u for u in _unavailable(meta) if u["metric"]],
-        unavailable_features=[u for u in _unavailable(meta) if not u["metric"]],
+        summary_rows=_summary_rows(record, result.groups, metrics, directions),
+        unavailable=[u for u in _unavailable(record) if u["metric"]],
+        unavailable_features=[u for u in _unavailable(record) if not u["metric"]],
         gtmean_title=GTMEAN_TITLE,
         headline=_headline(result.scalars),
         correction=settings.correction,
@@ -125,7 +126,7 @@ def _render(store: Store, meta: dict[str, Any], folder: Path, leaderboard_href: 
         notes=[*report_notes, *result.notes],
         groupings=_groupings(result, metrics, labels),
         no_groups_reason=(
-            f"Protocol {meta['protocol']['name']} v{meta['protocol']['version']} defines no groups "
+            f"Protocol {record.protocol.name} v{record.protocol.version} defines no groups "
             "(audit.group_by is empty): only overall figures, no per-group tables, gaps, GPI or tests."
         ),
         gpi_defs=[(k, audits.DEFINITIONS[k]) for k in GPI_DEFINITION_KEYS if k in audits.DEFINITIONS],
@@ -139,7 +140,7 @@ def _render(store: Store, meta: dict[str, Any], folder: Path, leaderboard_href: 
                 else "."
             )
         ),
-        gpi_empty_reason=_gpi_empty_reason(meta, settings, wide),
+        gpi_empty_reason=_gpi_empty_reason(record, settings, wide),
         tests=_tests(result.tests),
         tests_text=(
             f"Every test the audit ran. p-values are corrected with {settings.correction} within each test "
@@ -154,15 +155,13 @@ def _render(store: Store, meta: dict[str, Any], folder: Path, leaderboard_href: 
             f"{len(failures)} sample(s) failed and are left out of every figure"
             + (" (first 200 listed)." if len(failures) > 200 else ".")
         ),
-        undefined_reasons=sorted((meta.get("undefined_reasons") or {}).items(), key=lambda kv: -kv[1]),
-        prov_protocol=_prov_protocol(meta),
-        prov_model=_prov_model(meta),
-        prov_metrics=_prov_metrics(meta),
-        prov_run=_prov_run(meta, store),
-        prov_packages=sorted(
-            ((k, str(v)) for k, v in ((meta.get("environment") or {}).get("packages") or {}).items())
-        ),
-        protocol_yaml=yaml.safe_dump(meta["protocol"].get("spec", {}), sort_keys=False, width=110),
+        undefined_reasons=sorted((record.undefined_reasons or {}).items(), key=lambda kv: -kv[1]),
+        prov_protocol=_prov_protocol(record),
+        prov_model=_prov_model(record),
+        prov_metrics=_prov_metrics(record),
+        prov_run=_prov_run(record, store),
+        prov_packages=sorted(((k, str(v)) for k, v in (record.environment.get("packages") or {}).items())),
+        protocol_yaml=yaml.safe_dump(record.protocol.spec, sort_keys=False, width=110),
         definitions=sorted(audits.DEFINITIONS.items()),
         downloads=downloads,
         records_path=str(store.run_dir(run_id) / "records.parquet"),
@@ -183,18 +182,18 @@ def _wide(records: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     return wide.reindex(index=[i for i in ids if i in wide.index]).astype(float)
 
 
-def _metric_order(meta: Mapping[str, Any], wide: pd.DataFrame) -> list[str]:
+def _metric_order(record: RunRecord, wide: pd.DataFrame) -> list[str]:
     """Protocol metric columns first (as declared in the run's metric list), then the rest."""
     order: list[str] = []
-    for m in meta.get("metrics") or []:
+    for m in record.metrics:
         order += [c for c in (m.get("columns") or {}) if c in wide.columns and c not in order]
     order += [c for c in wide.columns if c not in order]
     return order
 
 
-def _callouts(meta: Mapping[str, Any]) -> list[str]:
+def _callouts(record: RunRecord) -> list[str]:
     out = []
-    model = meta.get("model") or {}
+    model = record.model
     if model.get("uses_ground_truth"):
         out.append(
             "This model reads the ground-truth reference at test time: its scores are not comparable with "
@@ -206,29 +205,27 @@ def _callouts(meta: Mapping[str, Any]) -> list[str]:
             f"{model.get('name')} is a sanity row (a trivial model): its scores are a floor to compare with, "
             "not a method."
         )
-    if meta.get("status") not in ("finished", "finished-with-failures"):
-        out.append(
-            f"The run has status {meta.get('status')!r}: figures cover only the samples scored so far."
-        )
+    if record.status not in ("finished", "finished-with-failures"):
+        out.append(f"The run has status {record.status!r}: figures cover only the samples scored so far.")
     return out
 
 
-def _unavailable(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _unavailable(record: RunRecord) -> list[dict[str, Any]]:
     """Metrics and GPI feature extractors the run could not compute, with the recorded reason."""
-    spec = meta["protocol"].get("spec") or {}
+    spec = record.protocol.spec
     metric_names = {*(spec.get("metrics") or []), *(spec.get("diagnostics") or [])}
     return [
         {
             "name": k,
             "reason": str(v),
-            "metric": k in metric_names or k in (meta.get("metric_directions") or {}),
+            "metric": k in metric_names or k in record.metric_directions,
         }
-        for k, v in (meta.get("unavailable_metrics") or {}).items()
+        for k, v in record.unavailable_metrics.items()
     ]
 
 
-def _summary_rows(meta, groups: pd.DataFrame, metrics: list[str], directions) -> list[dict[str, Any]]:
-    summary = meta.get("summary") or {}
+def _summary_rows(record, groups: pd.DataFrame, metrics: list[str], directions) -> list[dict[str, Any]]:
+    summary = record.summary or {}
     overall = groups[groups["grouping"] == "overall"].set_index("metric")
     rows = []
     for metric in metrics:
@@ -432,12 +429,12 @@ def _gpi_blocks(result) -> list[dict[str, Any]]:
     return blocks
 
 
-def _gpi_empty_reason(meta: Mapping[str, Any], settings, wide: pd.DataFrame) -> str:
+def _gpi_empty_reason(record: RunRecord, settings, wide: pd.DataFrame) -> str:
     if not settings.group_by:
         return "No GPI: the protocol defines no groups (audit.group_by is empty), and GPI compares groups."
     reasons = []
-    spec = meta["protocol"]["spec"].get("audit") or {}
-    unavailable = meta.get("unavailable_metrics") or {}
+    spec = record.protocol.spec.get("audit") or {}
+    unavailable = record.unavailable_metrics
     for name in spec.get("gpi_features") or []:
         if name in unavailable:
             reasons.append(f"feature extractor {name} was unavailable in this run ({unavailable[name]})")
@@ -548,7 +545,7 @@ def _rank_metric(settings, wide: pd.DataFrame) -> str | None:
     return None
 
 
-def _grid(store, meta, wide: pd.DataFrame, labels, directions, settings, folder: Path) -> dict[str, Any]:
+def _grid(store, record, wide: pd.DataFrame, labels, directions, settings, folder: Path) -> dict[str, Any]:
     metric = _rank_metric(settings, wide)
     if metric is None:
         return {"sections": [], "note": "No scored values: nothing to show.", "limit_text": ""}
@@ -563,8 +560,8 @@ def _grid(store, meta, wide: pd.DataFrame, labels, directions, settings, folder:
     values = wide[metric].to_dict()
     picked, n_used = grids.pick_samples(values, hib, sections)
     wanted = list(dict.fromkeys(it.sample_id for s in picked for it in s.items))
-    pairs, note = grids.load_pairs(meta, wanted)
-    run_dir = store.run_dir(meta["run_id"])
+    pairs, note = grids.load_pairs(record, wanted)
+    run_dir = store.run_dir(record.run_id)
     img_dir = folder / "images"
     made: dict[str, tuple[dict[str, Path], str]] = {}
     missing_outputs = 0
@@ -639,7 +636,7 @@ def _grid(store, meta, wide: pd.DataFrame, labels, directions, settings, folder:
         "with the "
         "largest mean |output - reference|, enlarged on the right."
     )
-    if ((meta["protocol"].get("spec") or {}).get("dataset") or {}).get("layout") == "unpaired":
+    if (record.protocol.spec.get("dataset") or {}).get("layout") == "unpaired":
         limit = (
             limit.split(" The yellow box")[0] + " No reference images: each sample shows input and output."
         )
@@ -656,32 +653,32 @@ def _j(obj: Any) -> str:
     )
 
 
-def _prov_protocol(meta) -> list[tuple[str, str]]:
-    p = meta["protocol"]
-    spec = p.get("spec") or {}
+def _prov_protocol(record) -> list[tuple[str, str]]:
+    p = record.protocol
+    spec = p.spec
     return [
-        ("name", p["name"]),
-        ("version", str(p["version"])),
-        ("hash (sha256 of the validated spec)", p["hash"]),
-        ("title", p.get("title") or ""),
+        ("name", p.name),
+        ("version", str(p.version)),
+        ("hash (sha256 of the validated spec)", p.hash),
+        ("title", p.title or ""),
         (
             "dataset",
             (spec.get("dataset") or {}).get("citation") or (spec.get("dataset") or {}).get("layout", ""),
         ),
-        ("data root", meta.get("data_root") or "built-in"),
-        ("seed", str(meta.get("seed"))),
+        ("data root", record.data_root or "built-in"),
+        ("seed", str(record.seed)),
     ]
 
 
-def _prov_model(meta) -> list[tuple[str, str]]:
-    m = meta.get("model") or {}
+def _prov_model(record) -> list[tuple[str, str]]:
+    m = record.model
     weights = m.get("weights") or {}
     rows = [
         ("name", m.get("name", "")),
         ("given as", m.get("spec", "")),
         ("class", m.get("class", "")),
         ("version", str(m.get("version", ""))),
-        ("arguments", model_args_text(meta) or "-"),
+        ("arguments", model_args_text(record) or "-"),
         ("parameters", str(m.get("parameters", "-"))),
         ("uses ground truth", "yes" if m.get("uses_ground_truth") else "no"),
         ("sanity row", "yes" if m.get("sanity") else "no"),
@@ -695,9 +692,9 @@ def _prov_model(meta) -> list[tuple[str, str]]:
     return rows
 
 
-def _prov_metrics(meta) -> list[dict[str, Any]]:
+def _prov_metrics(record) -> list[dict[str, Any]]:
     out = []
-    for m in meta.get("metrics") or []:
+    for m in record.metrics:
         out.append(
             {
                 "name": m.get("name", ""),
@@ -710,16 +707,16 @@ def _prov_metrics(meta) -> list[dict[str, Any]]:
     return out
 
 
-def _prov_run(meta, store: Store) -> list[tuple[str, str]]:
-    env = meta.get("environment") or {}
-    timing = meta.get("timing") or {}
+def _prov_run(record, store: Store) -> list[tuple[str, str]]:
+    env = record.environment
+    timing = record.timing or {}
     ms = timing.get("model_ms_per_sample_mean")
     return [
-        ("run id", meta["run_id"]),
-        ("run key", meta.get("run_key") or ""),
-        ("started", meta.get("started") or ""),
-        ("finished", meta.get("finished_at") or ""),
-        ("command", meta.get("command") or "-"),
+        ("run id", record.run_id),
+        ("run key", record.run_key or ""),
+        ("started", record.started or ""),
+        ("finished", record.finished_at or ""),
+        ("command", record.command or "-"),
         ("device", f"{env.get('device', '-')} ({env.get('device_name', '-')})"),
         ("platform", env.get("platform", "-")),
         ("python", env.get("python", "-")),
@@ -731,7 +728,7 @@ def _prov_run(meta, store: Store) -> list[tuple[str, str]]:
     ]
 
 
-def _exports(result, meta, folder: Path) -> list[dict[str, str]]:
+def _exports(result, record, folder: Path) -> list[dict[str, str]]:
     """Group table as Markdown, LaTeX and CSV; the audit as text and JSON."""
     g = result.groups
     pct = f"{round(result.settings.confidence * 100)}% CI"
@@ -751,16 +748,16 @@ def _exports(result, meta, folder: Path) -> list[dict[str, str]]:
             for r in g.to_dict("records")
         ],
         caption=(
-            f"{meta['model']['name']} {model_args_text(meta)} on {meta['protocol']['name']} "
-            f"v{meta['protocol']['version']}: per-group means and medians with {pct} (percentile bootstrap, "
+            f"{record.model['name']} {model_args_text(record)} on {record.protocol.name} "
+            f"v{record.protocol.version}: per-group means and medians with {pct} (percentile bootstrap, "
             f"{result.settings.bootstrap} resamples)."
         ).replace("  ", " "),
     )
     frame = g.copy()
-    frame.insert(0, "model", meta["model"]["name"])
-    frame.insert(1, "model_args", model_args_text(meta))
-    frame.insert(2, "run_id", meta["run_id"])
-    write_all(table, frame, folder / "groups", title="Group table", label=f"tab:groups:{meta['run_id']}")
+    frame.insert(0, "model", record.model["name"])
+    frame.insert(1, "model_args", model_args_text(record))
+    frame.insert(2, "run_id", record.run_id)
+    write_all(table, frame, folder / "groups", title="Group table", label=f"tab:groups:{record.run_id}")
     (folder / "audit.txt").write_text(result.to_text(), encoding="utf-8")
     return [
         {"href": "groups.md", "name": "groups.md", "text": "group table, Markdown"},

@@ -32,6 +32,7 @@ from cals_bench.report.html import render_page
 from cals_bench.report.layout import compare_folder, href, reports_root, run_folder
 from cals_bench.report.runinfo import model_args_text, run_flags
 from cals_bench.report.tables import TextTable, ValueCI, write_all
+from cals_bench.run_record import RunRecord
 from cals_bench.store import Store
 
 LABELS = ("A", "B")
@@ -51,30 +52,30 @@ def render_comparison(
     Both runs must be on the same protocol name and version. ``out``: the folder (default
     ``<root>/<protocol>-v<version>/compare/<a>__vs__<b>``).
     """
-    meta_a, meta_b = store.get_run(run_a), store.get_run(run_b)
-    pa, pb = meta_a["protocol"], meta_b["protocol"]
-    if (pa["name"], pa["version"]) != (pb["name"], pb["version"]):
+    record_a, record_b = store.get_record(run_a), store.get_record(run_b)
+    pa, pb = record_a.protocol, record_b.protocol
+    if (pa.name, pa.version) != (pb.name, pb.version):
         raise CalsBenchError(
-            f"runs are on different protocols: {meta_a['run_id']} on {pa['name']} v{pa['version']}, "
-            f"{meta_b['run_id']} on {pb['name']} v{pb['version']}; only runs of one protocol version compare"
+            f"runs are on different protocols: {record_a.run_id} on {pa.name} v{pa.version}, "
+            f"{record_b.run_id} on {pb.name} v{pb.version}; only runs of one protocol version compare"
         )
-    if meta_a["run_id"] == meta_b["run_id"]:
-        raise CalsBenchError(f"compare needs two different runs, got {meta_a['run_id']} twice")
+    if record_a.run_id == record_b.run_id:
+        raise CalsBenchError(f"compare needs two different runs, got {record_a.run_id} twice")
     root_path = reports_root(root)
-    folder = Path(out) if out else compare_folder(root_path, meta_a, meta_b)
+    folder = Path(out) if out else compare_folder(root_path, record_a, record_b)
     folder.mkdir(parents=True, exist_ok=True)
-    table, settings = audits.compare_runs(store, meta_a, meta_b, LABELS)
-    directions = {**(meta_b.get("metric_directions") or {}), **(meta_a.get("metric_directions") or {})}
+    table, settings = audits.compare_runs(store, record_a, record_b, LABELS)
+    directions = {**record_b.metric_directions, **record_a.metric_directions}
     notes = []
-    if pa["hash"] != pb["hash"]:
+    if pa.hash != pb.hash:
         notes.append(
-            f"the two runs carry different protocol hashes ({pa['hash'][:12]} vs {pb['hash'][:12]}) for the "
+            f"the two runs carry different protocol hashes ({pa.hash[:12]} vs {pb.hash[:12]}) for the "
             "same "
             "name and version: the protocol changed without a version bump"
         )
-    metrics = _metric_order(meta_a, table)
-    diffs = _per_sample_diffs(store, meta_a, meta_b, metrics)
-    attrs = audits.attributes_frame(store.samples(meta_a["run_id"]))
+    metrics = _metric_order(record_a, table)
+    diffs = _per_sample_diffs(store, record_a, record_b, metrics)
+    attrs = audits.attributes_frame(store.samples(record_a.run_id))
     labels = audits.group_labels(attrs, settings, list(diffs.index))
     first = next(iter(labels), None)
     plot = plots.paired_differences(
@@ -82,11 +83,11 @@ def render_comparison(
     )
     pct = f"{round(settings.confidence * 100)}% CI"
     blocks = _blocks(table, metrics, directions)
-    images = _images(store, meta_a, meta_b, diffs, metrics, directions, folder)
-    downloads = _exports(table, meta_a, meta_b, folder, pct)
+    images = _images(store, record_a, record_b, diffs, metrics, directions, folder)
+    downloads = _exports(table, record_a, record_b, folder, pct)
     context = dict(
-        a=_run_card(meta_a, root_path, folder),
-        b=_run_card(meta_b, root_path, folder),
+        a=_run_card(record_a, root_path, folder),
+        b=_run_card(record_b, root_path, folder),
         protocol=pa,
         notes=notes,
         blocks=blocks,
@@ -121,24 +122,24 @@ def render_comparison(
     return render_page("compare.html.j2", folder / "index.html", store.root, **context)
 
 
-def _metric_order(meta: dict[str, Any], table: pd.DataFrame) -> list[str]:
+def _metric_order(record: RunRecord, table: pd.DataFrame) -> list[str]:
     present = list(dict.fromkeys(table["metric"]))
     order: list[str] = []
-    for m in meta.get("metrics") or []:
+    for m in record.metrics:
         order += [c for c in (m.get("columns") or {}) if c in present and c not in order]
     return order + [c for c in present if c not in order]
 
 
-def _per_sample_diffs(store: Store, meta_a, meta_b, metrics: list[str]) -> pd.DataFrame:
-    def wide(meta):
-        rec, _ = audits.finite_records(store.scores(meta["run_id"]))
+def _per_sample_diffs(store: Store, record_a, record_b, metrics: list[str]) -> pd.DataFrame:
+    def wide(record):
+        rec, _ = audits.finite_records(store.scores(record.run_id))
         w = rec.pivot_table(
             index="sample_id", columns="metric", values="value", aggfunc="first", dropna=False
         )
         w.columns.name = None
         return w
 
-    wa, wb = wide(meta_a), wide(meta_b)
+    wa, wb = wide(record_a), wide(record_b)
     ids = sorted(set(wa.index) & set(wb.index))
     cols = [m for m in metrics if m in wa.columns and m in wb.columns]
     return (wa.reindex(index=ids, columns=cols) - wb.reindex(index=ids, columns=cols)).astype(float)
@@ -195,20 +196,22 @@ def _blocks(table: pd.DataFrame, metrics: list[str], directions) -> list[dict[st
     return blocks
 
 
-def _run_card(meta, root: Path, folder: Path) -> dict[str, Any]:
-    index = run_folder(root, meta) / "index.html"
+def _run_card(record, root: Path, folder: Path) -> dict[str, Any]:
+    index = run_folder(root, record) / "index.html"
     return {
-        "run_id": meta["run_id"],
-        "model": meta["model"]["name"],
-        "args": model_args_text(meta),
-        "weights": sorted((meta["model"].get("weights") or {}).items()),
-        "flags": run_flags(meta),
+        "run_id": record.run_id,
+        "model": record.model["name"],
+        "args": model_args_text(record),
+        "weights": sorted((record.model.get("weights") or {}).items()),
+        "flags": run_flags(record),
         "href": href(index, folder) if index.is_file() else None,
-        "finished": meta.get("finished_at") or "",
+        "finished": record.finished_at or "",
     }
 
 
-def _images(store, meta_a, meta_b, diffs: pd.DataFrame, metrics, directions, folder: Path) -> dict[str, Any]:
+def _images(
+    store, record_a, record_b, diffs: pd.DataFrame, metrics, directions, folder: Path
+) -> dict[str, Any]:
     metric = next((m for m in metrics if m in diffs.columns and diffs[m].notna().any()), None)
     if metric is None:
         return {"items": [], "text": "No paired values: no images.", "note": ""}
@@ -219,12 +222,12 @@ def _images(store, meta_a, meta_b, diffs: pd.DataFrame, metrics, directions, fol
     top_a = adv[adv > 0].sort_values(ascending=False).head(MAX_DIFF_SAMPLES)
     top_b = adv[adv < 0].sort_values().head(MAX_DIFF_SAMPLES)
     picks = [("A better", s) for s in top_a.index] + [("B better", s) for s in top_b.index]
-    pairs, note = grids.load_pairs(meta_a, [s for _, s in picks])
+    pairs, note = grids.load_pairs(record_a, [s for _, s in picks])
     items = []
     for i, (role, sid) in enumerate(picks):
         low, ref = pairs.get(sid, (None, None))
-        out_a = grids.read_output(store.run_dir(meta_a["run_id"]), sid)
-        out_b = grids.read_output(store.run_dir(meta_b["run_id"]), sid)
+        out_a = grids.read_output(store.run_dir(record_a.run_id), sid)
+        out_b = grids.read_output(store.run_dir(record_b.run_id), sid)
         paths = grids.write_thumbnails(
             {"low": low, "A": out_a, "B": out_b, "reference": ref},
             f"{i:03d}-{grids.slug(sid, 40)}",
@@ -232,8 +235,8 @@ def _images(store, meta_a, meta_b, diffs: pd.DataFrame, metrics, directions, fol
         )
         captions = {
             "low": "low (input)",
-            "A": f"A: {meta_a['model']['name']}",
-            "B": f"B: {meta_b['model']['name']}",
+            "A": f"A: {record_a.model['name']}",
+            "B": f"B: {record_b.model['name']}",
             "reference": "reference",
         }
         ims = []
@@ -264,7 +267,7 @@ def _images(store, meta_a, meta_b, diffs: pd.DataFrame, metrics, directions, fol
     return {"items": items, "text": text, "note": note if np.size(picks) else ""}
 
 
-def _exports(table: pd.DataFrame, meta_a, meta_b, folder: Path, pct: str) -> list[dict[str, str]]:
+def _exports(table: pd.DataFrame, record_a, record_b, folder: Path, pct: str) -> list[dict[str, str]]:
     t = TextTable(
         headers=[
             "metric",
@@ -295,13 +298,13 @@ def _exports(table: pd.DataFrame, meta_a, meta_b, folder: Path, pct: str) -> lis
             for r in table.to_dict("records")
         ],
         caption=(
-            f"A = {meta_a['model']['name']} {model_args_text(meta_a)}, B = {meta_b['model']['name']} "
-            f"{model_args_text(meta_b)} on {meta_a['protocol']['name']} v{meta_a['protocol']['version']}"
+            f"A = {record_a.model['name']} {model_args_text(record_a)}, B = {record_b.model['name']} "
+            f"{model_args_text(record_b)} on {record_a.protocol.name} v{record_a.protocol.version}"
         ),
     )
     frame = table.copy()
-    frame.insert(0, "run_a", meta_a["run_id"])
-    frame.insert(1, "run_b", meta_b["run_id"])
+    frame.insert(0, "run_a", record_a.run_id)
+    frame.insert(1, "run_b", record_b.run_id)
     write_all(t, frame, folder / "compare", title="Paired comparison", label="tab:compare")
     return [
         {"href": "compare.md", "name": "compare.md", "text": "Markdown"},

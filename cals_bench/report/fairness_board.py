@@ -38,6 +38,7 @@ from cals_bench.report.formatting import (
 from cals_bench.report.html import render_page
 from cals_bench.report.layout import protocol_folder, reports_root
 from cals_bench.report.plots import _PALETTE, _RC, SMALL_COLOUR, _save, new_figure
+from cals_bench.run_record import RunRecord
 from cals_bench.store import Store, slug
 
 NAN = float("nan")
@@ -110,7 +111,7 @@ def _f(x: Any) -> float:
     return v
 
 
-def _runs(store: Store, protocol: str, version: int | None) -> list[dict[str, Any]]:
+def _runs(store: Store, protocol: str, version: int | None) -> list[RunRecord]:
     df = store.list_runs(protocol)
     if df.empty:
         raise click.ClickException(f"no stored runs of protocol {protocol!r} in {store.root}")
@@ -120,7 +121,7 @@ def _runs(store: Store, protocol: str, version: int | None) -> list[dict[str, An
     df = df[df["protocol_version"] == version]
     if df.empty:
         raise click.ClickException(f"no finished runs of {protocol} v{version}")
-    return [store.get_run(r) for r in df["run_id"]]
+    return [store.get_record(r) for r in df["run_id"]]
 
 
 def _headline_feature(summary) -> tuple[str, str]:
@@ -137,18 +138,18 @@ def build_board(
     store: Store, protocol: str, version: int | None = None, metric: str | None = None
 ) -> FairnessBoard:
     """Collect every finished run of the protocol version and its audit into a board."""
-    metas = _runs(store, protocol, version)
-    spec = metas[0]["protocol"]["spec"]
+    records = _runs(store, protocol, version)
+    spec = records[0].protocol.spec
     metric = metric or spec["metrics"][0]
     audit_spec = spec.get("audit") or {}
     groupings = [g.replace(" ", "") for g in audit_spec.get("group_by", [])]
     if not groupings:
         raise click.ClickException(f"protocol {protocol} declares no audit groups: no fairness board")
     results = []
-    for meta in sorted(metas, key=lambda m: m["model"]["name"]):
-        result, _ = audits.load_audit(store, meta["run_id"])
-        results.append((meta, result))
-    directions = dict(metas[0].get("metric_directions") or {})
+    for record in sorted(records, key=lambda r: r.model["name"]):
+        result, _ = audits.load_audit(store, record.run_id)
+        results.append((record, result))
+    directions = dict(records[0].metric_directions)
     if metric not in directions:
         raise click.ClickException(
             f"metric {metric!r} is not scored on {protocol}; have {sorted(directions)}"
@@ -160,7 +161,7 @@ def build_board(
             break
     boards = []
     for grouping in groupings:
-        rows = [_row(meta, result, grouping, metric, kind, feature) for meta, result in results]
+        rows = [_row(record, result, grouping, metric, kind, feature) for record, result in results]
         groups = sorted({g for r in rows for g in r.groups} | {g for r in rows for g in r.gpi})
         for attr, holm_attr in (("p_gap", "p_gap_holm"), ("p_gpi", "p_gpi_holm")):
             adjusted = holm([getattr(r, attr) for r in rows]) if rows else []
@@ -176,12 +177,12 @@ def build_board(
         boards.append(GroupingBoard(grouping, groups, rows, method))
     settings = results[0][1].settings.to_dict()
     notes = []
-    versions = {m["protocol"]["hash"] for m in metas}
+    versions = {r.protocol.hash for r in records}
     if len(versions) > 1:
         notes.append(f"{len(versions)} protocol hashes among these runs: check the run records")
     return FairnessBoard(
-        name=metas[0]["protocol"]["name"],
-        version=int(metas[0]["protocol"]["version"]),
+        name=records[0].protocol.name,
+        version=int(records[0].protocol.version),
         title=str(spec.get("title", "")),
         metric=metric,
         higher_is_better=bool(directions[metric]),
@@ -193,7 +194,7 @@ def build_board(
     )
 
 
-def _row(meta, result, grouping: str, metric: str, kind: str, feature: str) -> BoardRow:
+def _row(record: RunRecord, result, grouping: str, metric: str, kind: str, feature: str) -> BoardRow:
     g = result.groups
     overall = g[(g["grouping"] == "overall") & (g["metric"] == metric)]
     o = overall.iloc[0] if len(overall) else None
@@ -218,9 +219,9 @@ def _row(meta, result, grouping: str, metric: str, kind: str, feature: str) -> B
     s = result.gpi_summary
     srow = s[(s["kind"] == kind) & (s["feature"] == feature) & (s["grouping"] == grouping)]
     sr = srow.iloc[0] if len(srow) else {}
-    model = meta["model"]
+    model = record.model
     return BoardRow(
-        run_id=meta["run_id"],
+        run_id=record.run_id,
         model=str(model.get("spec") or model["name"]),
         sanity=bool(model.get("sanity")),
         uses_gt=bool(model.get("uses_ground_truth")),

@@ -12,7 +12,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -20,6 +19,7 @@ from PIL import Image, ImageDraw
 
 from cals_bench.data.io import read_rgb
 from cals_bench.errors import CalsBenchError
+from cals_bench.run_record import RunRecord
 from cals_bench.store import output_name, slug
 
 THUMB_PX = 240
@@ -88,7 +88,7 @@ def pick_samples(
 # images
 
 
-def protocol_from_meta(meta: Mapping[str, Any]):
+def protocol_from_record(record: RunRecord):
     """A Protocol holding the run's stored dataset, preprocessing and seed: what the readers need.
 
     Only those sections are rebuilt, so a run stored under an older protocol schema (other audit keys,
@@ -97,8 +97,8 @@ def protocol_from_meta(meta: Mapping[str, Any]):
     from cals_bench.protocol import DatasetSpec, PreprocessSpec, Protocol
     from cals_bench.schema import build
 
-    spec = meta["protocol"]["spec"]
-    where = f"run {meta['run_id']} (run.json)"
+    spec = record.protocol.spec
+    where = f"run {record.run_id} (run.json)"
     return Protocol(
         name=spec["name"],
         version=int(spec["version"]),
@@ -110,14 +110,14 @@ def protocol_from_meta(meta: Mapping[str, Any]):
     )
 
 
-def load_pairs(meta: Mapping[str, Any], sample_ids: Sequence[str]) -> tuple[dict[str, tuple], str]:
+def load_pairs(record: RunRecord, sample_ids: Sequence[str]) -> tuple[dict[str, tuple], str]:
     """``{sample_id: (low, reference)}`` uint8 RGB ``(H, W, 3)`` for the requested samples, and a note
     (empty when all loaded) saying why some could not be read."""
     from cals_bench.data.datasets import load_samples
 
     try:
-        proto = protocol_from_meta(meta)
-        _, samples = load_samples(proto, meta.get("data_root"))
+        proto = protocol_from_record(record)
+        _, samples = load_samples(proto, record.data_root)
     except (CalsBenchError, ValueError, TypeError, KeyError, OSError) as exc:
         return {}, f"low and reference images unavailable ({exc})"
     wanted = set(sample_ids)
@@ -132,7 +132,7 @@ def load_pairs(meta: Mapping[str, Any], sample_ids: Sequence[str]) -> tuple[dict
             problems.append(f"{s.sample_id}: {exc}")
     missing = wanted - set(pairs) - {p.split(":")[0] for p in problems}
     if missing:
-        where = meta.get("data_root") or "the built-in data"
+        where = record.data_root or "the built-in data"
         problems.append(f"{len(missing)} sample(s) not found in {where}")
     return pairs, "; ".join(problems[:3])
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cals_bench import audits
+from cals_bench.run_record import RunRecord
 from cals_bench.store import Store
 
 METRIC_ORDER = ("psnr", "ssim", "lpips", "id_sim")
@@ -47,15 +48,13 @@ def _digits(metric: str) -> int:
     return 2 if metric == "psnr" else 4
 
 
-def _method(meta: dict[str, Any]) -> str:
-    model = meta.get("model", {})
-    name = model.get("name") if isinstance(model, dict) else None
-    return str(name or meta["run_id"])
+def _method(record: RunRecord) -> str:
+    return str(record.model.get("name") or record.run_id)
 
 
-def _subset(store: Store, meta: dict[str, Any], settings, where: dict[str, str]):
+def _subset(store: Store, record: RunRecord, settings, where: dict[str, str]):
     """Records, attributes and features of a run restricted to the samples whose attributes match ``where``."""
-    run_id = meta["run_id"]
+    run_id = record.run_id
     attrs = audits.attributes_frame(store.samples(run_id))
     keep = pd.Series(True, index=attrs.index)
     for k, v in where.items():
@@ -71,17 +70,17 @@ def _subset(store: Store, meta: dict[str, Any], settings, where: dict[str, str])
     return records, attrs.loc[sorted(ids)], feats
 
 
-def _audit(store: Store, meta: dict[str, Any], where: dict[str, str] | None, group_by: list[str] | None):
+def _audit(store: Store, record: RunRecord, where: dict[str, str] | None, group_by: list[str] | None):
     if not where and group_by is None:
-        aud, _ = audits.load_audit(store, meta["run_id"])
-        return aud, audits.settings_for(meta)[0]
+        aud, _ = audits.load_audit(store, record.run_id)
+        return aud, audits.settings_for(record)[0]
     from cals_bench.fairness import audit
 
-    settings, _ = audits.settings_for(meta)
+    settings, _ = audits.settings_for(record)
     if group_by is not None:
         settings = dataclasses.replace(settings, group_by=tuple(group_by))
-    records, attrs, feats = _subset(store, meta, settings, where or {})
-    directions = dict(meta.get("metric_directions") or {})
+    records, attrs, feats = _subset(store, record, settings, where or {})
+    directions = dict(record.metric_directions)
     return audit(records, attrs, settings, directions=directions, features=feats or None), settings
 
 
@@ -100,29 +99,29 @@ def group_table(
     ``group_by`` replaces the protocol's groupings (e.g. race, gender within the face context of a
     ``cals-contexts`` run): the audit and the paired comparison are then computed afresh on that subset
     with the protocol's other settings."""
-    meta_a, meta_b = store.get_run(run_a), store.get_run(run_b)
-    aud_a, settings = _audit(store, meta_a, where, group_by)
-    aud_b, _ = _audit(store, meta_b, where, group_by)
+    record_a, record_b = store.get_record(run_a), store.get_record(run_b)
+    aud_a, settings = _audit(store, record_a, where, group_by)
+    aud_b, _ = _audit(store, record_b, where, group_by)
     if where or group_by is not None:
         from cals_bench.fairness import compare
 
-        rec_a, attrs, _ = _subset(store, meta_a, settings, where or {})
-        rec_b, _, _ = _subset(store, meta_b, settings, where or {})
-        directions = {**(meta_b.get("metric_directions") or {}), **(meta_a.get("metric_directions") or {})}
+        rec_a, attrs, _ = _subset(store, record_a, settings, where or {})
+        rec_b, _, _ = _subset(store, record_b, settings, where or {})
+        directions = {**record_b.metric_directions, **record_a.metric_directions}
         table = compare(rec_a, rec_b, attrs, settings, directions=directions, label_a="A", label_b="B")
     else:
-        table, settings = audits.compare_runs(store, meta_a, meta_b, ("A", "B"))
+        table, settings = audits.compare_runs(store, record_a, record_b, ("A", "B"))
     metrics = [m for m in METRIC_ORDER if m in set(aud_a.groups["metric"])]
     metrics += [m for m in aud_a.groups["metric"].unique() if m not in metrics and not m.endswith("_input")]
     rows = []
-    for label, meta, aud in (("A", meta_a, aud_a), ("B", meta_b, aud_b)):
+    for label, record, aud in (("A", record_a, aud_a), ("B", record_b, aud_b)):
         g = aud.groups
         for (grouping, group), sub in g.groupby(["grouping", "group"], sort=False):
             row: dict[str, Any] = {
                 "grouping": grouping,
                 "group": group,
                 "run": label,
-                "method": _method(meta),
+                "method": _method(record),
             }
             for m in metrics:
                 r = sub[sub["metric"] == m]
@@ -141,10 +140,10 @@ def group_table(
         for r in aud.gpi_summary.to_dict("records")
     ]
     return {
-        "protocol": meta_a["protocol"],
+        "protocol": dataclasses.asdict(record_a.protocol),
         "subset": {"where": dict(where or {}), "group_by": list(settings.group_by)},
-        "runs": {"A": meta_a["run_id"], "B": meta_b["run_id"]},
-        "methods": {"A": _method(meta_a), "B": _method(meta_b)},
+        "runs": {"A": record_a.run_id, "B": record_b.run_id},
+        "methods": {"A": _method(record_a), "B": _method(record_b)},
         "metrics": metrics,
         "confidence": settings.confidence,
         "rows": rows,

@@ -13,12 +13,14 @@ system and can be moved or archived as a whole.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from cals_bench.store import slug
+
+if TYPE_CHECKING:
+    from cals_bench.run_record import RunRecord
 
 ENV_REPORTS = "CALS_BENCH_REPORTS"
 
@@ -33,10 +35,10 @@ def protocol_folder(root: Path, name: str, version: int) -> Path:
     return root / f"{slug(name)}-v{int(version)}"
 
 
-def run_folder(root: Path, meta: Mapping[str, Any]) -> Path:
+def run_folder(root: Path, record: RunRecord) -> Path:
     """The report folder of one run, inside its protocol's folder."""
-    proto = meta["protocol"]
-    return protocol_folder(root, proto["name"], proto["version"]) / "runs" / slug(meta["run_id"], 120)
+    proto = record.protocol
+    return protocol_folder(root, proto.name, proto.version) / "runs" / slug(record.run_id, 120)
 
 
 def leaderboard_file(root: Path, name: str, version: int) -> Path:
@@ -44,11 +46,11 @@ def leaderboard_file(root: Path, name: str, version: int) -> Path:
     return protocol_folder(root, name, version) / "leaderboard.html"
 
 
-def compare_folder(root: Path, meta_a: Mapping[str, Any], meta_b: Mapping[str, Any]) -> Path:
+def compare_folder(root: Path, record_a: RunRecord, record_b: RunRecord) -> Path:
     """The report folder comparing two runs of the same protocol."""
-    proto = meta_a["protocol"]
-    name = f"{slug(meta_a['run_id'], 80)}__vs__{slug(meta_b['run_id'], 80)}"
-    return protocol_folder(root, proto["name"], proto["version"]) / "compare" / name
+    proto = record_a.protocol
+    name = f"{slug(record_a.run_id, 80)}__vs__{slug(record_b.run_id, 80)}"
+    return protocol_folder(root, proto.name, proto.version) / "compare" / name
 
 
 def href(target: Path, from_dir: Path) -> str:

@@ -37,6 +37,7 @@ from cals_bench.report.html import render_page
 from cals_bench.report.layout import href, leaderboard_file, reports_root, run_folder
 from cals_bench.report.runinfo import FINISHED, Flag, model_args_text, run_flags
 from cals_bench.report.tables import TextTable, ValueCI, to_csv, to_latex, to_markdown
+from cals_bench.run_record import RunRecord
 from cals_bench.store import Store
 
 TextFormat = Literal["markdown", "latex", "csv"]
@@ -66,7 +67,7 @@ class Cell:
 
 @dataclass
 class Row:
-    meta: dict[str, Any]
+    record: RunRecord
     cells: dict[str, Cell]
     flags: list[Flag]
     n_scored: int
@@ -80,11 +81,16 @@ class Row:
 
     @property
     def run_id(self) -> str:
-        return self.meta["run_id"]
+        return self.record.run_id
 
     @property
     def model(self) -> str:
-        return self.meta["model"]["name"]
+        return self.record.model["name"]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The run record's JSON form (for helpers that read any mapping with a record's keys)."""
+        return self.record.to_json()
 
     @property
     def args(self) -> str:
@@ -152,35 +158,35 @@ def build_leaderboard(
     settings = None
     for rec in runs[runs["status"].isin(FINISHED)].to_dict("records"):
         try:
-            meta = store.get_run(rec["run_id"])
+            record = store.get_record(rec["run_id"])
         except CalsBenchError as exc:  # a damaged record: skipped, named, the board still renders
             notes.append(f"run {rec['run_id']} left out: {exc}")
             continue
-        folder = run_folder(root_path, meta)
+        folder = run_folder(root_path, record)
         index = folder / "index.html"
         if render_missing is not None and not index.is_file():
-            render_missing(meta["run_id"])
-        result, _ = audits.load_audit(store, meta["run_id"])
+            render_missing(record.run_id)
+        result, _ = audits.load_audit(store, record.run_id)
         settings = settings or result.settings
-        title = meta["protocol"].get("title") or title
-        if meta["protocol"]["hash"] not in hashes:
-            hashes.append(meta["protocol"]["hash"])
+        title = record.protocol.title or title
+        if record.protocol.hash not in hashes:
+            hashes.append(record.protocol.hash)
         rows.append(
             Row(
-                meta=meta,
-                cells=_cells(meta, result.groups),
-                flags=run_flags(meta),
+                record=record,
+                cells=_cells(record, result.groups),
+                flags=run_flags(record),
                 n_scored=int(rec.get("n_scored") or 0),
-                n_total=int(meta.get("n_samples") or 0),
+                n_total=int(record.n_samples or 0),
                 n_failed=int(rec.get("n_failed") or 0),
                 gpi=_gpi(result),
                 audit_page=index if index.is_file() else None,
             )
         )
     if len(hashes) > 1:
-        newest = max(rows, key=lambda r: r.meta.get("created") or 0).meta["protocol"]["hash"]
+        newest = max(rows, key=lambda r: r.record.created or 0).record.protocol.hash
         for r in rows:
-            h = r.meta["protocol"]["hash"]
+            h = r.record.protocol.hash
             if h != newest:
                 r.flags.append(
                     Flag(
@@ -211,19 +217,19 @@ def build_leaderboard(
     return Leaderboard(protocol, version, title, hashes, columns, rows, primary, settings, notes, board)
 
 
-def _cells(meta: dict[str, Any], groups: pd.DataFrame) -> dict[str, Cell]:
+def _cells(record: RunRecord, groups: pd.DataFrame) -> dict[str, Cell]:
     overall = groups[groups["grouping"] == "overall"].set_index("metric")
     cells = {}
-    for metric, s in (meta.get("summary") or {}).items():
+    for metric, s in (record.summary or {}).items():
         lo = hi = None
         if metric in overall.index:
             lo, hi = overall.at[metric, "mean_ci_low"], overall.at[metric, "mean_ci_high"]
         cells[metric] = Cell(
             "ok", s.get("mean"), lo, hi, int(s.get("count") or 0), int(s.get("undefined") or 0)
         )
-    spec = meta["protocol"].get("spec") or {}
+    spec = record.protocol.spec
     metric_names = {*(spec.get("metrics") or []), *(spec.get("diagnostics") or [])}
-    for name, reason in (meta.get("unavailable_metrics") or {}).items():
+    for name, reason in record.unavailable_metrics.items():
         if name in metric_names:  # GPI feature extractors are flagged on the row, not given a column
             cells.setdefault(name, Cell("unavailable", reason=str(reason)))
     return cells
@@ -250,8 +256,8 @@ def _columns(rows: list[Row]) -> list[Column]:
     order: list[str] = []
     directions: dict[str, bool] = {}
     for r in rows:
-        directions.update(r.meta.get("metric_directions") or {})
-        for m in r.meta.get("metrics") or []:
+        directions.update(r.record.metric_directions)
+        for m in r.record.metrics:
             order += [c for c in (m.get("columns") or {}) if c not in order]
         order += [c for c in r.cells if c not in order]
     diagnostic = diagnostic_columns()  # GT-mean variants: after the blind scores, flagged
@@ -369,18 +375,18 @@ def frame(lb: Leaderboard) -> pd.DataFrame:
     """The leaderboard as a numeric table (CSV): one column per number, full precision."""
     out = []
     for r in lb.rows:
-        m = r.meta["model"]
+        m = r.record.model
         row: dict[str, Any] = {
             "rank": r.rank,
             "model": r.model,
-            "model_args": model_args_text(r.meta),
+            "model_args": model_args_text(r.record),
             "model_spec": m.get("spec", ""),
             "run_id": r.run_id,
             "sanity": bool(m.get("sanity")),
             "uses_ground_truth": bool(m.get("uses_ground_truth")),
             "kind": (m.get("submission") or {}).get("kind") or m.get("kind") or "builtin",
             "isolation": _isolation(m),
-            "status": r.meta.get("status"),
+            "status": r.record.status,
             "n_scored": r.n_scored,
             "n_total": r.n_total,
             "n_failed": r.n_failed,
@@ -402,11 +408,9 @@ def frame(lb: Leaderboard) -> pd.DataFrame:
             gpi_gap_ci_low=_num(g.get("gap_lo")),
             gpi_gap_ci_high=_num(g.get("gap_hi")),
             gpi_gap_p_adjusted=_num(g.get("p_adjusted")),
-            unavailable_metrics="; ".join(
-                f"{k}: {v}" for k, v in (r.meta.get("unavailable_metrics") or {}).items()
-            ),
+            unavailable_metrics="; ".join(f"{k}: {v}" for k, v in r.record.unavailable_metrics.items()),
             weights_sha256=json.dumps(m.get("weights") or {}, sort_keys=True),
-            protocol_hash=r.meta["protocol"]["hash"],
+            protocol_hash=r.record.protocol.hash,
         )
         row.update(leaderboard_columns.frame_columns(lb, r))
         out.append(row)
@@ -523,8 +527,8 @@ def _context(lb: Leaderboard, stem: str, page_dir: Path) -> dict[str, Any]:
                 "cls": " ".join(
                     k
                     for k, on in (
-                        ("sanity", r.meta["model"].get("sanity")),
-                        ("gt", r.meta["model"].get("uses_ground_truth")),
+                        ("sanity", r.record.model.get("sanity")),
+                        ("gt", r.record.model.get("uses_ground_truth")),
                     )
                     if on
                 ),

@@ -83,7 +83,7 @@ def _facts(r: Row) -> ModelFacts | None:
 def args_text(r: Row) -> str:
     """The run's arguments that differ from the model's defaults (compact JSON), for every table."""
     f = _facts(r)
-    return args_json(f.args) if f is not None else model_args_text(r.meta)
+    return args_json(f.args) if f is not None else model_args_text(r.record)
 
 
 def has_references(lb: Leaderboard) -> tuple[bool, bool]:
@@ -245,7 +245,7 @@ def html_row(lb: Leaderboard, r: Row) -> dict[str, Any]:
     sp = f.speed if f else None
     cells: dict[str, Any] = {
         "args": args_text(r),
-        "args_full": model_args_text(r.meta),
+        "args_full": model_args_text(r.record),
         "params": fmt_parameters(f.parameters) if f else "-",
         "params_sort": "" if not f or f.parameters is None else str(f.parameters),
         "params_title": (
@@ -345,7 +345,7 @@ def speed_figure(lb: Leaderboard, path: Path) -> Path | None:
                 "label": _point_label(r),
                 "x": f.speed.ms_per_megapixel if f and f.speed else float("nan"),
                 "y": _primary_point(lb, r),
-                "muted": bool(r.meta["model"].get("sanity")),
+                "muted": bool(r.record.model.get("sanity")),
             }
         )
     pts = pd.DataFrame(rows)
@@ -384,7 +384,7 @@ def disparity_figure(lb: Leaderboard, path: Path) -> tuple[Path, str] | None:
                 "x_lo": float(lo),
                 "x_hi": float(hi),
                 "y": _primary_point(lb, r),
-                "muted": bool(r.meta["model"].get("sanity")),
+                "muted": bool(r.record.model.get("sanity")),
             }
         )
     pts = pd.DataFrame(rows)

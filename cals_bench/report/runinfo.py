@@ -22,9 +22,11 @@ class Flag:
     title: str
 
 
-def model_args_text(meta: Mapping[str, Any]) -> str:
-    """The model's constructor arguments as compact JSON (keys sorted), empty when there are none."""
-    args = (meta.get("model") or {}).get("args") or {}
+def model_args_text(meta: Mapping[str, Any] | RunRecord) -> str:
+    """The model's constructor arguments as compact JSON (keys sorted), empty when there are none.
+    ``meta``: a run record, or any mapping with a record's ``model``."""
+    model = meta.model if isinstance(meta, RunRecord) else (meta.get("model") or {})
+    args = model.get("args") or {}
     return json.dumps(args, sort_keys=True, ensure_ascii=False) if args else ""
 
 
