@@ -33,7 +33,7 @@ from cals_bench.errors import CalsBenchError, DataError, ModelOutputError, Sampl
 from cals_bench.metrics import Metric, SampleContext, build_metric, noreference, quantize
 from cals_bench.padding import pad_to_multiple
 from cals_bench.protocol import Protocol
-from cals_bench.run_record import ProtocolRef, RunRecord, as_record
+from cals_bench.run_record import ProtocolRef, RunRecord
 from cals_bench.store import Store, output_name, slug
 
 # Outputs may exceed [0, 1] by this much (float rounding) before the engine calls them out of range.
@@ -459,12 +459,12 @@ def _evaluate_locked(
     if finished and not plan.force:
         if shard:
             shard.rank0_ready()
-        existing = as_record(store.get_run(finished[0]))
+        existing = store.get_record(finished[0])
         return RunResult(existing, store.run_dir(existing.run_id), reused=True)
     # --force: the finished run stays until its replacement has finished (then replace_run drops it)
     replaces = finished[0] if finished else None
     if unfinished:
-        record = as_record(store.get_run(unfinished[0]))
+        record = store.get_record(unfinished[0])
     else:
         taken = {r for r, _ in runs}
         run_id = plan.base_id

@@ -180,16 +180,6 @@ class Store:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
-    def find_by_key(self, run_key: str) -> dict[str, Any] | None:
-        """The run with this key: the newest finished one, else the newest of any status."""
-        with self._connect() as con:
-            row = con.execute(
-                "SELECT run_id FROM runs WHERE run_key=? ORDER BY status LIKE 'finished%' DESC, created DESC"
-                " LIMIT 1",
-                (run_key,),
-            ).fetchone()
-        return self.get_run(row[0]) if row else None
-
     def runs_with_key(self, run_key: str) -> list[tuple[str, str]]:
         """(run_id, status) of every run with this key, newest first."""
         with self._connect() as con:
