@@ -180,7 +180,7 @@ class FeatureCache:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays, **{_KEY_ARRAY: np.frombuffer(key.canonical().encode(), dtype=np.uint8)})
             # the memory copy: a mapping of the file just written (POSIX), else a private copy
-            kept = _map_npz(tmp_name, check_crc=False) if _MAP_FILES else None
+            kept = _map_npz(tmp_name, check_crc=False, resident=False) if _MAP_FILES else None
             os.replace(tmp_name, path)
         finally:
             if os.path.exists(tmp_name):
@@ -247,13 +247,15 @@ _MAP_FILES = os.name == "posix"
 _LOCAL_HEADER = b"PK\x03\x04"
 
 
-def _map_npz(path: str | Path, *, check_crc: bool) -> dict[str, np.ndarray]:
+def _map_npz(path: str | Path, *, check_crc: bool, resident: bool = True) -> dict[str, np.ndarray]:
     """The arrays of an uncompressed ``.npz`` as read-only views of a mapping of the file (no copy).
 
     Raises ``ValueError`` (or ``zipfile.BadZipFile`` / ``OSError``) for anything that is not such a file:
     a compressed or truncated member, a bad header, object arrays, or (``check_crc``) a CRC-32 mismatch.
     An array whose data would be misaligned in the file is copied (torch and NumPy kernels expect aligned
     data); ``np.savez`` aligns the data of each member to 64 bytes within it, so that is rare.
+    ``resident=False`` drops the pages that reading the headers mapped (the arrays fault them in again
+    when read).
     """
     with open(path, "rb") as f:
         members = zipfile.ZipFile(f).infolist()  # the central directory: truncation fails here
@@ -297,4 +299,8 @@ def _map_npz(path: str | Path, *, check_crc: bool) -> dict[str, np.ndarray]:
         arr.flags.writeable = False
         out[info.filename[: -len(".npy")]] = arr
     view.release()
+    if not resident and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        # unmap the pages read for the headers (and their neighbours, which the kernel maps along): an
+        # entry kept in memory after a write then holds no resident pages until it is read
+        mapped.madvise(mmap.MADV_DONTNEED)
     return out
