@@ -216,7 +216,7 @@ def stages(lol: Path, threads: int) -> dict[str, float]:
 
     _threads(threads)
     from cals_bench.cache import FeatureCache
-    from cals_bench.data.io import read_rgb, to_tensor, to_uint8, write_png
+    from cals_bench.data.io import decoded_images, read_rgb, to_tensor, to_uint8, write_png
     from cals_bench.metrics import SampleContext, build_metric, quantize
 
     names = sorted(p.name for p in (lol / "eval15" / "high").iterdir())
@@ -233,8 +233,13 @@ def stages(lol: Path, threads: int) -> dict[str, float]:
         times.setdefault(name, []).append((time.process_time() - c0) * 1000)
 
     for name in names:
+        paths = (lol / "eval15" / "low" / name, lol / "eval15" / "high" / name)
         with timed("decode 2 PNGs"):
-            low, high = read_rgb(lol / "eval15" / "low" / name), read_rgb(lol / "eval15" / "high" / name)
+            low, high = read_rgb(paths[0]), read_rgb(paths[1])
+        with decoded_images(cold_cache), timed("decode 2 PNGs, cold (+ decoded-pixels cache write)"):
+            read_rgb(paths[0]), read_rgb(paths[1])
+        with decoded_images(FeatureCache(work / "cache")), timed("2 PNGs warm (decoded-pixels cache read)"):
+            read_rgb(paths[0]), read_rgb(paths[1])
         with timed("to tensors"):
             x, y = to_tensor(low)[None], to_tensor(high)[None]
         with timed("quantize output"):
