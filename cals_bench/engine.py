@@ -438,7 +438,27 @@ def _new_record(
         command=shlex.join(plan.command) if plan.command else None,
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         sessions=[],
+        batch_size=plan.batch_size,
     )
+
+
+def _check_resume_settings(record: RunRecord, dev: torch.device, batch_size: int) -> None:
+    """Refuse to resume a run on another kind of device or with another batch size: one run's records
+    must come from one setting (a GPU's float results differ from a CPU's; batching can change a model's
+    numbers), and the run key deliberately leaves both out so that the same run is found again."""
+    started_on = str(record.environment.get("device") or "")
+    was = torch.device(started_on).type if started_on else None
+    mixed = []
+    if was is not None and was != dev.type:
+        mixed.append(f"device {was} (now {dev.type})")
+    if record.batch_size is not None and record.batch_size != batch_size:
+        mixed.append(f"batch size {record.batch_size} (now {batch_size})")
+    if mixed:
+        raise CalsBenchError(
+            f"run {record.run_id} was started with {' and '.join(mixed)}; resuming it would mix settings in "
+            f"one run's records: resume with --device {was or dev.type} --batch-size "
+            f"{record.batch_size or batch_size}"
+        )
 
 
 def _evaluate_locked(
@@ -465,6 +485,7 @@ def _evaluate_locked(
     replaces = finished[0] if finished else None
     if unfinished:
         record = store.get_record(unfinished[0])
+        _check_resume_settings(record, dev, plan.batch_size)
     else:
         taken = {r for r, _ in runs}
         run_id = plan.base_id
@@ -528,6 +549,8 @@ def _evaluate_locked(
             "start": session_start,
             "seconds": time.time() - session_start,
             "scored": len(pending) - len(failures),
+            "device": str(dev),
+            "batch_size": plan.batch_size,
         },
     ]
     if shard:

@@ -97,6 +97,7 @@ class RunRecord:
     sessions: list[dict[str, Any]] = field(default_factory=list)
     batch_timeout_s: float | None = None
     status: str | None = None
+    batch_size: int | None = None  # samples per model call; a resumed run must keep it (None: not recorded)
     # written once the run gets there (left out of the JSON form while None)
     replaces: str | None = None
     timing: dict[str, Any] | None = None

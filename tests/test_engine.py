@@ -367,3 +367,52 @@ def test_list_commands(tmp_path, proto):
     ):
         helptext = _run(*cmd, "--help").stdout
         assert "Example" in helptext, cmd
+
+
+FLAGGED_MODEL = """
+import os
+if os.path.exists(os.environ["CALS_TEST_FAIL_FLAG"]):
+    raise RuntimeError("told to fail")
+return x
+"""
+
+
+def test_a_run_resumes_only_with_the_settings_it_started_with(tmp_path, proto, monkeypatch):
+    """The run key leaves device and batch size out (the same run is found again), so a resume that
+    changes either is refused instead of mixing two settings' records in one run."""
+    from cals_bench import protocol as protocol_mod
+    from cals_bench.engine import evaluate
+    from cals_bench.errors import CalsBenchError
+    from cals_bench.store import Store
+
+    data = make_pairs(tmp_path / "d", n=4)
+    model = write_model(tmp_path / "flagged.py", FLAGGED_MODEL)
+    flag = tmp_path / "fail"
+    flag.write_text("1")
+    monkeypatch.setenv("CALS_TEST_FAIL_FLAG", str(flag))
+    store = Store(tmp_path / "r")
+    p = protocol_mod.load(proto)
+
+    def go(batch_size, device="cpu"):
+        return evaluate(
+            p,
+            f"{model}:Model",
+            data_root=data,
+            store=store,
+            batch_size=batch_size,
+            device=device,
+            progress=False,
+        )
+
+    with pytest.raises(CalsBenchError, match="stopping"):
+        go(1)  # every batch fails: the run stops unfinished, started with batch size 1 on the CPU
+    flag.unlink()
+    with pytest.raises(
+        CalsBenchError, match=r"was started with batch size 1 \(now 2\).*--device cpu --batch-size 1"
+    ):
+        go(2)
+    result = go(1)
+    assert result.record.status == "finished"
+    assert result.record.batch_size == 1
+    assert result.record.sessions[-1]["device"] == "cpu" and result.record.sessions[-1]["batch_size"] == 1
+    assert result.summary["psnr"]["count"] == 4
