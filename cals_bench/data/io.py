@@ -203,11 +203,13 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
-    # lossless, fast over small: zlib level 1 with run-length matching on the "up" row filter (OpenCV) takes
-    # half the time of Pillow's level 1 with adaptive filters, and the files are ~10% smaller
+    # lossless, fast over small: zlib level 1, Huffman coding only, on the "up" row filter (OpenCV) takes
+    # under half the time of Pillow's level 1 with adaptive filters, and the files are ~10% smaller (string
+    # matching, even run-length only, finds almost nothing in filtered photographs: 8.2 vs 7.0 ms per
+    # 600x400 image for the same 305 KB)
     import cv2
 
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
     if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
         params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
     ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), params)
