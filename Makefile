@@ -42,13 +42,13 @@ demo: setup
 	$(VENV)/bin/cals-bench run
 
 test: setup-test browser sandbox
-	$(VENV)/bin/ruff check cals_bench baselines reference_models tests benchmarks
-	$(VENV)/bin/ruff format --check cals_bench baselines reference_models tests benchmarks
+	$(VENV)/bin/ruff check cals_bench baselines reference_models tests benchmarks scripts
+	$(VENV)/bin/ruff format --check cals_bench baselines reference_models tests benchmarks scripts
 	$(VENV)/bin/python -m pytest -q
 
 lint: setup-test
-	$(VENV)/bin/ruff check cals_bench baselines reference_models tests benchmarks
-	$(VENV)/bin/ruff format --check cals_bench baselines reference_models tests benchmarks
+	$(VENV)/bin/ruff check cals_bench baselines reference_models tests benchmarks scripts
+	$(VENV)/bin/ruff format --check cals_bench baselines reference_models tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) results reports/*/ test-artifacts .pytest_cache

@@ -6,6 +6,8 @@ strictly; parameter names follow the upstream modules (``local_net.*``, ``global
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -272,7 +274,7 @@ class IAT(VariantEnhancer):
     summary = "IAT (BMVC 2022): local mul/add maps + global gamma and colour matrix, 91k params"
     paper = WEIGHTS["lol_v1"].paper
     licence = WEIGHTS["lol_v1"].licence
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "lol-v1": [
             Published(
                 kind="readme",

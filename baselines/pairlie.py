@@ -7,6 +7,8 @@ cleaned image into illumination and reflectance.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import nn
 
@@ -98,7 +100,7 @@ class PairLIE(Enhancer):
     summary = "PairLIE (CVPR 2023): denoise, Retinex-decompose, out = L**0.14 * R (LOL exponent)"
     paper = WEIGHTS.paper
     licence = WEIGHTS.licence
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "lol-v1": [
             Published(
                 kind="upstream-code",

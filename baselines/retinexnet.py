@@ -7,6 +7,8 @@ Rebuilt here so that the port's ``ckpts/{Decom,Relight}/9200.tar`` state dicts l
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -128,7 +130,7 @@ class RetinexNet(Enhancer):
     summary = "RetinexNet (BMVC 2018), PyTorch port weights: Retinex decomposition + relighting net"
     paper = WEIGHTS["decom"].paper
     licence = WEIGHTS["decom"].licence
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "lol-v1": [
             Published(
                 kind="upstream-code",

@@ -8,6 +8,8 @@ Images: float32 RGB ``(B, 3, H, W)`` in [0, 1].
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -224,7 +226,7 @@ class RUAS(VariantEnhancer):
     summary = "RUAS: unrolled Retinex illumination estimation with searched cells, plus a searched denoiser"
     paper = WEIGHTS["denoise"].paper
     licence = WEIGHTS["denoise"].licence
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "lol-v1": [
             Published(
                 kind="upstream-code",

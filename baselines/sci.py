@@ -8,6 +8,8 @@ module is dropped. Images: float32 RGB ``(B, 3, H, W)`` in [0, 1].
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import nn
 
@@ -150,7 +152,7 @@ class SCI(VariantEnhancer):
     )
     paper = WEIGHTS["easy"].paper
     licence = WEIGHTS["easy"].licence
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "lol-v1": [
             Published(
                 kind="upstream-code",

@@ -6,6 +6,8 @@ semantic segmentation branch only shapes the training loss. Images: float32 RGB 
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from cals_bench.baselines.zero_dce import ZeroDCEPlusPlusNet
@@ -58,7 +60,7 @@ class SGZ(Enhancer):
     summary = "SGZ: Zero-DCE++-shaped curve estimator trained with a semantic-guided zero-reference loss"
     paper = WEIGHTS.paper
     licence = WEIGHTS.licence
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "lol-v1": [
             Published(
                 kind="upstream-code",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -288,7 +288,7 @@ class URetinexNet(VariantEnhancer):
     summary = "URetinex-Net (CVPR 2022): unrolled Retinex; blind fixed ratio 5 or gt_guided (reads GT)"
     paper = WEIGHTS["unfolding"].paper
     licence = WEIGHTS["unfolding"].licence
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "lol-v1": [
             Published(
                 kind="paper",

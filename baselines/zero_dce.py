@@ -12,6 +12,8 @@ Images everywhere in this module: float32 RGB ``(B, 3, H, W)`` in [0, 1].
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -169,7 +171,7 @@ class ZeroDCE(Enhancer):
     )
     paper = ZERO_DCE_WEIGHTS.paper
     licence = ZERO_DCE_WEIGHTS.licence
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "lol-v1": [
             Published(
                 kind="upstream-code",
@@ -218,7 +220,7 @@ class ZeroDCEPlusPlus(Enhancer):
     summary = "Zero-DCE++: one curve map from a 12x-downscaled input, depthwise-separable CNN (10.6k params)"
     paper = ZERO_DCE_PP_WEIGHTS.paper
     licence = ZERO_DCE_PP_WEIGHTS.licence
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "lol-v1": [
             Published(
                 kind="upstream-code",

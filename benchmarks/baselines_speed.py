@@ -42,7 +42,7 @@ HEIGHT, WIDTH = 400, 600
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def test_image(lol: Path, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
+def lol_pair(lol: Path, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """A low/high pair, float32 ``(1, 3, 400, 600)`` in [0, 1]: LOL-v1 ``1.png``, else a seeded dark image."""
     from cals_bench.data.io import read_rgb, to_tensor
 
@@ -204,7 +204,7 @@ def main() -> None:
 
     from cals_bench.enhancer import import_errors
 
-    low, high, source = test_image(Path(args.lol))
+    low, high, source = lol_pair(Path(args.lol))
     specs = model_specs(args.only, args.all_variants, args.skip_sanity)
     unmatched = [p for p in args.only or [] if not any(fnmatch.fnmatch(s.split("@")[0], p) for s in specs)]
     rows = [measure(spec, devices, low, high, args.repeats) for spec in specs]

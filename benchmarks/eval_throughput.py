@@ -182,7 +182,7 @@ def worker_startup(folder: Path, results: Path, threads: int) -> dict:
 
     argv = ["run", "--protocol", "paired-folder", "--data-root", str(folder), "--results", str(results)]
     with contextlib.suppress(SystemExit):
-        main(argv + ["--quiet", "--no-report"], standalone_mode=False)
+        main([*argv, "--quiet", "--no-report"], standalone_mode=False)
     return stamp
 
 

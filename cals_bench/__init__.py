@@ -21,9 +21,9 @@ __all__ = [
     "CalsBenchError",
     "Enhancer",
     "VariantEnhancer",
+    "__version__",
     "load_enhancer",
     "register_enhancer",
-    "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs

@@ -141,6 +141,7 @@ class _Plan:
 
 
 def pick_device(requested: str | None = None) -> torch.device:
+    """The torch device to run on: the one requested (refused with a one-line error when unusable here), else CUDA when available, else the CPU."""
     if requested:
         try:
             dev = torch.device(requested)
@@ -274,6 +275,7 @@ def build_extractors(protocol: Protocol) -> tuple[list[Any], dict[str, str]]:
 def summarise(
     scores: list[tuple[str, str, float]], directions: dict[str, bool]
 ) -> dict[str, dict[str, float]]:
+    """Per metric column: mean, median, sd, count and undefined count (NaN and +-inf are left out)."""
     by: dict[str, list[float]] = {}
     for _sid, metric, value in scores:
         by.setdefault(metric, []).append(value)
@@ -607,6 +609,7 @@ def _undefined_reasons(samples_df) -> dict[str, int]:
 
 
 def batch_seed(seed: int, first_sample_id: str) -> int:
+    """The seed of one batch, from the protocol's seed and the batch's first sample id (the same batch gets the same seed on every resume)."""
     return (int(seed) * 1_000_003 + zlib.crc32(first_sample_id.encode())) % (2**31 - 1)
 
 

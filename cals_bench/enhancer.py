@@ -218,6 +218,8 @@ _SPEC_LOADERS: dict[str, Callable[[str, dict[str, Any]], Enhancer]] = {}
 
 
 def register_spec_loader(prefix: str):
+    """Function decorator: ``@register_spec_loader("checkpoint")`` loads model names of the form ``checkpoint:REST``."""
+
     def wrap(fn: Callable[[str, dict[str, Any]], Enhancer]):
         _SPEC_LOADERS[prefix] = fn
         return fn
@@ -376,6 +378,7 @@ def load_enhancer(spec: str, args: dict[str, Any] | None = None) -> Enhancer:
 
 
 def describe(entry: RegistryEntry) -> dict[str, Any]:
+    """A registered model as plain data for ``models list``: summary, variants, paper, licence, tags and origin."""
     cls = entry.cls
     return {
         "name": entry.name,

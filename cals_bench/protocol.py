@@ -126,6 +126,8 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class Protocol:
+    """A validated protocol: dataset, metrics, audit settings and limits; its ``hash`` is recorded by every run."""
+
     name: str
     version: int
     title: str
@@ -184,6 +186,7 @@ def protocol_dir() -> Path:
 
 
 def available() -> dict[str, Path]:
+    """The built-in protocols by name -> YAML file."""
     return {p.stem: p for p in sorted(protocol_dir().glob("*.yaml"))}
 
 
@@ -192,6 +195,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_file(path: str | Path) -> Protocol:
+    """A protocol from a YAML file (a user protocol may take a built-in name only with the built-in's hash)."""
     path = Path(path)
     data = _read_yaml(path.resolve())
     try:

@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS features (
 
 
 def default_root() -> Path:
+    """The results folder: ``$CALS_BENCH_RESULTS`` or ``./results``."""
     return Path(os.environ.get(ENV_RESULTS) or "results")
 
 
@@ -113,6 +114,8 @@ def output_name(sample_id: str) -> str:
 
 
 class Store:
+    """A results root: run folders with their records and outputs, the SQLite index and the feature cache."""
+
     def __init__(self, root: str | Path | None = None, *, reindex: bool = True) -> None:
         self.root = Path(root) if root else default_root()
         self.root.mkdir(parents=True, exist_ok=True)

@@ -104,6 +104,8 @@ class WeightSpec:
 
 @dataclass(frozen=True)
 class ResolvedWeight:
+    """A weight file found on disk: its spec, path, verified sha256 and where it was found."""
+
     spec: WeightSpec
     path: Path
     sha256: str
@@ -160,6 +162,7 @@ def import_errors() -> dict[str, str]:
 
 
 def get_spec(name: str) -> WeightSpec:
+    """The registered weight spec ``name`` (unknown names: a one-line error with the closest ones)."""
     if name not in REGISTRY:
         raise WeightsError(f"{REGISTRY.unknown_message(name)} (`cals-bench weights list` shows them)")
     return _as_spec(name, REGISTRY.get(name))
@@ -193,16 +196,19 @@ def sha256_file(path: Path) -> str:
 
 
 def cache_dir() -> Path:
+    """The download cache: ``$XDG_CACHE_HOME/cals_bench`` or ``~/.cache/cals_bench``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "cals_bench"
 
 
 def weight_dirs() -> list[Path]:
+    """The folders listed in ``$CALS_BENCH_WEIGHTS`` (path-separator separated)."""
     raw = os.environ.get(ENV_WEIGHTS, "")
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
 def torch_hub_dir() -> Path:
+    """torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), where torchvision-format files may already be."""
     torch_home = os.environ.get("TORCH_HOME") or str(
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
     )
@@ -273,6 +279,7 @@ def candidates(spec: WeightSpec) -> list[tuple[Path, str]]:
 
 
 def find_local(spec: WeightSpec) -> tuple[Path, str] | None:
+    """The first local copy of a weight file (path, where it was found), or None."""
     for path, where in candidates(spec):
         if path.is_file():
             return path, where
@@ -280,10 +287,12 @@ def find_local(spec: WeightSpec) -> tuple[Path, str] | None:
 
 
 def offline() -> bool:
+    """True when ``$CALS_BENCH_OFFLINE`` forbids downloads."""
     return os.environ.get(ENV_OFFLINE, "").strip().lower() in {"1", "true", "yes"}
 
 
 def unavailable_message(spec: WeightSpec) -> str:
+    """The one-line error for a weight file that is not available offline, with the command that fixes it."""
     dirs = os.pathsep.join(str(d) for d in weight_dirs()) or "unset"
     return (
         f"weights {spec.name!r} not available offline (looked in {ENV_WEIGHTS}={dirs} and {cache_dir()}); "
@@ -398,6 +407,7 @@ def load_torch(name: str, path: str | Path | None = None) -> tuple[Any, Resolved
 
 
 def status(spec: WeightSpec) -> dict[str, Any]:
+    """A weight file's spec, where it is declared, and whether and where a local copy exists."""
     found = find_local(spec)
     return {
         **asdict(spec),

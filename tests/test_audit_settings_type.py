@@ -16,7 +16,8 @@ def test_protocol_audit_is_the_fairness_settings(name):
     assert type(proto.audit) is AuditSettings
     # a run stores the validated spec; reading it back gives the same settings, with no notes
     settings, notes = settings_for({"protocol": {"spec": proto.to_dict()}})
-    assert settings == proto.audit and notes == []
+    assert settings == proto.audit
+    assert notes == []
 
 
 def test_audit_section_is_validated_by_the_schema(tmp_path):
@@ -35,7 +36,8 @@ def test_audit_section_is_validated_by_the_schema(tmp_path):
 
 def test_from_mapping_uses_the_same_checks():
     s = AuditSettings.from_mapping({"group_by": ["a"], "gpi_features": ["alexnet-pooled"], "bootstrap": 5})
-    assert s.gpi_features == ["alexnet-pooled"] and s.group_by == ("a",)
+    assert s.gpi_features == ["alexnet-pooled"]
+    assert s.group_by == ("a",)
     assert AuditSettings.from_mapping(s.to_dict()) == s
     assert "gpi_features" not in AuditSettings().to_dict()  # absent at its default: stored cache keys hold
     with pytest.raises(AuditSettingsError, match="bootstrap: expected an integer"):

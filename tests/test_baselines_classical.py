@@ -135,7 +135,7 @@ def _structured_image(h: int, w: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "name, expected",
+    ("name", "expected"),
     [
         ("lime", {"alpha": 0.15, "gamma": 0.8, "sigma": 2.0, "epsilon": 1e-3, "strategy": 3, "radius": 6}),
         (
@@ -156,8 +156,11 @@ def test_registered_with_paper_defaults_recorded(name, expected):
     assert meta["name"] == name
     for key, value in expected.items():
         assert meta["args"][key] == value, key
-    assert meta["parameters"] == 0 and meta["weights"] == {}
-    assert model.summary and model.paper and type(model).__doc__
+    assert meta["parameters"] == 0
+    assert meta["weights"] == {}
+    assert model.summary
+    assert model.paper
+    assert type(model).__doc__
 
 
 @pytest.mark.parametrize("name", ["lime", "msrcr"])
@@ -168,8 +171,12 @@ def test_batch_shape_range_dtype_and_odd_size(name):
     x = torch.from_numpy(np.stack([_structured_image(37, 53, s) for s in (2, 3)])).permute(0, 3, 1, 2).float()
     x[1] = torch.from_numpy(rng.random((3, 37, 53))).float() * 0.3
     y = model.enhance(x)
-    assert y.shape == x.shape and y.dtype == torch.float32 and y.device == x.device
-    assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    assert y.shape == x.shape
+    assert y.dtype == torch.float32
+    assert y.device == x.device
+    assert torch.isfinite(y).all()
+    assert y.min() >= 0
+    assert y.max() <= 1
     # the batch is a plain loop: each image alone gives bit-identical output
     for b in range(2):
         assert torch.equal(model.enhance(x[b : b + 1])[0], y[b])
@@ -183,11 +190,14 @@ def test_degenerate_sizes(name, size):
     """Single pixels, rows and columns go through (no coupling in a missing direction, no NaN)."""
     x = torch.linspace(0.05, 0.4, 3 * size[0] * size[1]).reshape(1, 3, *size)
     y = load_enhancer(name).enhance(x)
-    assert y.shape == x.shape and torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    assert y.min() >= 0
+    assert y.max() <= 1
 
 
 @pytest.mark.parametrize(
-    "name, kwargs",
+    ("name", "kwargs"),
     [
         ("lime", {"strategy": 4}),
         ("lime", {"alpha": 0.0}),
@@ -274,7 +284,8 @@ def test_lime_refinement_minimises_its_objective_on_a_lol_image(lol_root):
     assert l1_objective(t_ref) < 0.1 * l1_objective(t_hat)
     # maximum principle: A is an M-matrix with unit row sums, so T is a weighted mean of T_hat (1e-12:
     # rounding)
-    assert t_hat.min() - 1e-12 <= t_ref.min() and t_ref.max() <= t_hat.max() + 1e-12
+    assert t_hat.min() - 1e-12 <= t_ref.min()
+    assert t_ref.max() <= t_hat.max() + 1e-12
     # this image has pure black pixels (T_hat = 0); the illumination the input is divided by stays >=
     # eps^gamma
     assert t_hat.min() == 0.0
@@ -344,7 +355,8 @@ def test_simplest_color_balance_saturates_one_percent_each_end():
     out = msrcr_mod.simplest_color_balance(values, 0.01, 0.01)
     # sorted values are 0..9999: v_min = value at index 100 (=100), v_max = value at index 9899 (=9899)
     np.testing.assert_allclose(out, np.clip((values - 100) / (9899 - 100), 0, 1), rtol=0, atol=1e-15)
-    assert np.sum(out == 0) == 101 and np.sum(out == 1) == 101  # 1% saturated plus the end point itself
+    assert np.sum(out == 0) == 101
+    assert np.sum(out == 1) == 101
 
 
 # ------------------------------------------------------------------------------------------------------------

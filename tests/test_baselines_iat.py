@@ -44,7 +44,9 @@ def test_official_state_dicts_load_strictly(shared_weights, variant):
 
 def test_registry_default_variant_is_lol_v1(shared_weights):
     enh = load_enhancer("iat")
-    assert isinstance(enh, IAT) and enh.variant == "lol_v1" and not enh.uses_ground_truth
+    assert isinstance(enh, IAT)
+    assert enh.variant == "lol_v1"
+    assert not enh.uses_ground_truth
     assert load_enhancer("iat@exposure").variant == "exposure"
 
 
@@ -52,8 +54,11 @@ def test_output_shape_dtype_range(iat_lol_v1):
     x = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.inference_mode():
         y = iat_lol_v1.enhance(x)
-    assert y.shape == x.shape and y.dtype == torch.float32
-    assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    assert y.shape == x.shape
+    assert y.dtype == torch.float32
+    assert torch.isfinite(y).all()
+    assert y.min() >= 0
+    assert y.max() <= 1
     assert y.mean() > x.mean()  # it brightens a dark input
 
 

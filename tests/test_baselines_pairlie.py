@@ -34,12 +34,14 @@ def test_official_state_dict_loads_strictly(pairlie, shared_weights):
     assert set(pairlie.net.state_dict()) == set(state)
     assert pairlie.weights_used == {"llie/pairlie": spec.sha256}
     assert pairlie.parameter_count() == 341_767
-    assert pairlie.l_exponent == 0.14 and pairlie.args == {"l_exponent": 0.14}
+    assert pairlie.l_exponent == 0.14
+    assert pairlie.args == {"l_exponent": 0.14}
 
 
 def test_registry_and_model_args(shared_weights):
     enh = load_enhancer("pairlie", {"l_exponent": 0.2})
-    assert isinstance(enh, PairLIE) and enh.l_exponent == 0.2
+    assert isinstance(enh, PairLIE)
+    assert enh.l_exponent == 0.2
 
 
 def test_output_is_l_to_the_exponent_times_r(pairlie):
@@ -47,9 +49,13 @@ def test_output_is_l_to_the_exponent_times_r(pairlie):
     with torch.inference_mode():
         y = pairlie.enhance(x)
         illumination, reflectance, _ = pairlie.net(x)
-    assert y.shape == x.shape and y.dtype == torch.float32
-    assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
-    assert illumination.shape == (2, 1, 40, 56) and reflectance.shape == x.shape
+    assert y.shape == x.shape
+    assert y.dtype == torch.float32
+    assert torch.isfinite(y).all()
+    assert y.min() >= 0
+    assert y.max() <= 1
+    assert illumination.shape == (2, 1, 40, 56)
+    assert reflectance.shape == x.shape
     # float32, same operations: only rounding of the power differs (<< one 8-bit level, 3.9e-3)
     torch.testing.assert_close(y, illumination**0.14 * reflectance, atol=1e-6, rtol=0)
 

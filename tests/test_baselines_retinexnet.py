@@ -43,8 +43,11 @@ def test_output_shape_dtype_range(retinexnet):
     x = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0)) * 0.3
     with torch.inference_mode():
         y = retinexnet.enhance(x)
-    assert y.shape == x.shape and y.dtype == torch.float32
-    assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    assert y.shape == x.shape
+    assert y.dtype == torch.float32
+    assert torch.isfinite(y).all()
+    assert y.min() >= 0
+    assert y.max() <= 1
 
 
 @pytest.mark.parametrize("size", [(37, 53), (9, 11), (400, 601)])
@@ -59,7 +62,7 @@ def test_odd_sizes_run_as_is(retinexnet, size):
 def test_tampered_weight_file_is_refused(shared_weights, tmp_path, monkeypatch):
     tampered_weights(shared_weights, tmp_path, list(_NAMES), "llie/retinexnet-relight")
     monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(tmp_path))
-    with pytest.raises(WeightsHashMismatch, match="Relight_9200.tar"):
+    with pytest.raises(WeightsHashMismatch, match=r"Relight_9200.tar"):
         RetinexNet()
 
 

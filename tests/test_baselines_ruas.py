@@ -79,8 +79,10 @@ def test_output_contract_and_odd_size(models):
         with torch.inference_mode():
             y = model.enhance(x)
             y1 = model.enhance(x[1:])
-        assert y.shape == x.shape and y.dtype == torch.float32  # pad_multiple 1: any size as is
-        assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+        assert y.shape == x.shape
+        assert y.dtype == torch.float32
+        assert float(y.min()) >= 0.0
+        assert float(y.max()) <= 1.0
         assert float(y.mean()) > float(x.mean())
         # independent of the batch; u = y / t with t >= 0.001 can magnify float reassociation up to 1000x
         torch.testing.assert_close(y[1:], y1, atol=1e-4, rtol=0)

@@ -46,7 +46,8 @@ def models(shared_weights, tmp_path_factory):
 
 def test_default_variant_is_medium(shared_weights):
     model = load_enhancer("sci")
-    assert model.variant == "medium" and model.args == {"variant": "medium"}
+    assert model.variant == "medium"
+    assert model.args == {"variant": "medium"}
     assert set(model.weights_used) == {"llie/sci-medium"}
 
 
@@ -69,8 +70,10 @@ def test_output_contract_odd_size_and_batch_independence(models):
     with torch.inference_mode():
         y = model.enhance(x)
         y_single = model.enhance(x[2:])
-    assert y.shape == x.shape and y.dtype == torch.float32  # pad_multiple 1: any size as is
-    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert y.shape == x.shape
+    assert y.dtype == torch.float32
+    assert float(y.min()) >= 0.0
+    assert float(y.max()) <= 1.0
     assert float(y.mean()) > float(x.mean())
     # eval-mode BatchNorm: an image's output does not depend on the rest of the batch (float reassociation
     # only)

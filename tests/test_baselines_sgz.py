@@ -43,7 +43,8 @@ def test_strict_load_matches_the_official_file(sgz, shared_weights):
     ours = sgz.net.state_dict()
     assert list(ours) == list(official)
     assert all(torch.equal(ours[k], official[k]) for k in official)
-    assert isinstance(sgz.net, ZeroDCEPlusPlusNet) and sgz.net.scale_factor == 12
+    assert isinstance(sgz.net, ZeroDCEPlusPlusNet)
+    assert sgz.net.scale_factor == 12
     assert sgz.parameter_count() == 10_561
     assert set(sgz.weights_used) == {"llie/sgz"}
 
@@ -53,8 +54,10 @@ def test_output_contract_and_odd_size(sgz):
     with torch.inference_mode():
         y = sgz.enhance(x)
         expected = sgz.net(F.pad(x, (0, 7, 0, 11), mode="reflect"))[..., :37, :53].clamp(0, 1)
-    assert y.shape == x.shape and y.dtype == torch.float32
-    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert y.shape == x.shape
+    assert y.dtype == torch.float32
+    assert float(y.min()) >= 0.0
+    assert float(y.max()) <= 1.0
     assert float(y.mean()) > float(x.mean())
     torch.testing.assert_close(y, expected, atol=0, rtol=0)  # pad-and-crop, never a resize
 

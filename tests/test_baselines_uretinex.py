@@ -102,9 +102,12 @@ def test_unfolding_schedule_comes_from_the_checkpoint(blind_model):
 
 
 def test_variants_flags_and_parameter_counts(blind_model, gt_model):
-    assert type(blind_model) is URetinexNet and blind_model.variant == "blind"
-    assert not blind_model.uses_ground_truth and blind_model.args == {"variant": "blind", "ratio": 5.0}
-    assert gt_model.uses_ground_truth and URetinexNetGTGuided.uses_ground_truth
+    assert type(blind_model) is URetinexNet
+    assert blind_model.variant == "blind"
+    assert not blind_model.uses_ground_truth
+    assert blind_model.args == {"variant": "blind", "ratio": 5.0}
+    assert gt_model.uses_ground_truth
+    assert URetinexNetGTGuided.uses_ground_truth
     assert gt_model.metadata()["uses_ground_truth"] is True
     assert blind_model.parameter_count() == 340_105
     assert gt_model.parameter_count() == 360_653  # + the init_high decomposition net
@@ -114,17 +117,22 @@ def test_variants_flags_and_parameter_counts(blind_model, gt_model):
 def test_registry_names(shared_weights):
     assert isinstance(load_enhancer("uretinex-net@gt_guided"), URetinexNetGTGuided)
     enh = load_enhancer("uretinex-net", {"ratio": 3})
-    assert type(enh) is URetinexNet and enh.ratio == 3.0
+    assert type(enh) is URetinexNet
+    assert enh.ratio == 3.0
 
 
 def test_output_shape_dtype_range_and_odd_size(blind_model, gt_model):
-    assert blind_model.pad_multiple == 1 and gt_model.pad_multiple == 1
+    assert blind_model.pad_multiple == 1
+    assert gt_model.pad_multiple == 1
     x = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0)) * 0.2
     ref = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         for y in (blind_model.enhance(x), gt_model.enhance_with_reference(x, ref)):
-            assert y.shape == x.shape and y.dtype == torch.float32
-            assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+            assert y.shape == x.shape
+            assert y.dtype == torch.float32
+            assert torch.isfinite(y).all()
+            assert y.min() >= 0
+            assert y.max() <= 1
 
 
 def test_public_methods_equal_the_shared_path(blind_model, gt_model):
@@ -166,7 +174,7 @@ def test_bad_arguments_are_refused(shared_weights):
 def test_tampered_weight_file_is_refused(shared_weights, tmp_path, monkeypatch):
     tampered_weights(shared_weights, tmp_path, list(_FILES), "llie/uretinex-l-adjust")
     monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(tmp_path))
-    with pytest.raises(WeightsHashMismatch, match="L_adjust.pth"):
+    with pytest.raises(WeightsHashMismatch, match=r"L_adjust.pth"):
         URetinexNet()
 
 
@@ -179,7 +187,7 @@ def test_missing_weight_file_is_refused_offline(tmp_path, monkeypatch):
 def test_checkpoint_needs_the_namespace_allowance(shared_weights):
     """Why the loader allow-lists argparse.Namespace: plain weights_only=True refuses unfolding.pth."""
     path = shared_weights / get_spec("llie/uretinex-unfolding").relpath
-    with pytest.raises(Exception, match="argparse.Namespace"):
+    with pytest.raises(Exception, match=r"argparse.Namespace"):
         torch.load(path, map_location="cpu", weights_only=True)
 
 

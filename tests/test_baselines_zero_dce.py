@@ -60,7 +60,8 @@ def test_strict_load_matches_the_official_files(zero_dce, shared_weights):
         assert list(ours) == list(official)
         assert all(torch.equal(ours[k], official[k]) for k in official)
         assert model.parameter_count() == n_params  # counts in ../shared/SOURCES.md
-        assert len(model.weights_used) == 1 and all(len(h) == 64 for h in model.weights_used.values())
+        assert len(model.weights_used) == 1
+        assert all(len(h) == 64 for h in model.weights_used.values())
 
 
 def test_output_contract(zero_dce):
@@ -68,8 +69,10 @@ def test_output_contract(zero_dce):
     for model in zero_dce:
         with torch.inference_mode():
             y = model.enhance(x)
-        assert y.shape == x.shape and y.dtype == torch.float32
-        assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+        assert y.shape == x.shape
+        assert y.dtype == torch.float32
+        assert float(y.min()) >= 0.0
+        assert float(y.max()) <= 1.0
         assert float(y.mean()) > float(x.mean())  # it brightens a dark image
         with torch.inference_mode():  # batch items are independent (no batch statistics anywhere)
             y1 = model.enhance(x[1:])
@@ -79,7 +82,8 @@ def test_output_contract(zero_dce):
 def test_odd_size_is_padded_and_cropped_not_resized(zero_dce):
     x = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(1)) * 0.3
     dce, dcepp = zero_dce
-    assert dce.pad_multiple == 1 and dcepp.pad_multiple == 12
+    assert dce.pad_multiple == 1
+    assert dcepp.pad_multiple == 12
     with torch.inference_mode():
         assert dce.enhance(x).shape == x.shape
         y = dcepp.enhance(x)
@@ -161,4 +165,5 @@ def test_curve_networks_keep_values_in_range():
             for p in net.parameters():
                 p.mul_(50)  # saturate tanh at +-1
             y = net(x)
-        assert float(y.min()) >= -1e-6 and float(y.max()) <= 1 + 1e-6  # float rounding only
+        assert float(y.min()) >= -1e-6
+        assert float(y.max()) <= 1 + 1e-6

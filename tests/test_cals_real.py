@@ -47,7 +47,7 @@ def test_mobilefacenet_loads_strictly_and_separates_people(shared_weights, data_
 
     net, used = MobileFaceNet.from_registry()  # load_state_dict(strict=True) inside
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(0.99e6, rel=0.03)
-    assert list(used.values())[0] == "e839247cdbdfc023fb7cadeaf53a4549d50c8fc24ad154c02e35920ea8910d99"
+    assert next(iter(used.values())) == "e839247cdbdfc023fb7cadeaf53a4549d50c8fc24ad154c02e35920ea8910d99"
     imgs = _faces(data_root, FACES)
     metric = IdentitySimilarity(backend="mobilefacenet")
     ctx = _contexts(imgs)
@@ -145,7 +145,9 @@ def test_source_never_reads_a_test_image(shared_weights, data_root, monkeypatch)
             ids = [Path(n).stem for n in rows]
             attrs = {Path(n).stem: r for n, r in rows.items()}
         test_ids[ctx] = {i for i, part in splits.assign(ids, attrs, spec).items() if part == "test"}
-    assert len(test_ids["face"]) > 1800 and len(test_ids["medical"]) > 100 and len(test_ids["general"]) > 80
+    assert len(test_ids["face"]) > 1800
+    assert len(test_ids["medical"]) > 100
+    assert len(test_ids["general"]) > 80
     listed = {tuple(i.split("/", 1)) for i in src.train_ids} | {
         tuple(s.sample_id.split("/", 1)) for s in src.val
     }

@@ -123,7 +123,9 @@ def test_fairness_sums_over_groups_present_in_the_batch():
     shifted = ref.clone()
     shifted[0] += 1.0  # only sample 0 changes: groups gender=f and race=A, not gender=m
     terms = [float(t) for t in fairness_terms(ref, shifted, groups, dirs)]
-    assert terms[0] > 0 and terms[1] == 0.0 and terms[2] > 0
+    assert terms[0] > 0
+    assert terms[1] == 0.0
+    assert terms[2] > 0
 
 
 def test_ssim_and_edge_terms_match_independent_references():
@@ -319,11 +321,14 @@ def test_source_reads_only_train_and_val_parts(tiny_root):
         ids = sorted(p.stem for p in (root / folder).rglob("*.png"))
         attrs = {i: {"patientid": f"p{int(i[1:]) // 2}"} for i in ids}
         test_ids |= {f"{ctx}/{i}" for i, part in splits.assign(ids, attrs, spec).items() if part == "test"}
-    assert test_ids and not (set(src.train_ids) & test_ids)
+    assert test_ids
+    assert not (set(src.train_ids) & test_ids)
     assert not ({s.sample_id for s in src.val} & test_ids)
     assert len(src.train_ids) == 12  # 4 per context (cycled where a context has fewer)
     it = src.dataset[(0, 0, 0)]
-    assert it["low"].shape == (3, 32, 32) and it["context"] in (0, 1, 2) and "context" in it["attributes"]
+    assert it["low"].shape == (3, 32, 32)
+    assert it["context"] in (0, 1, 2)
+    assert "context" in it["attributes"]
     # patients never straddle parts
     medical = src.info["splits"]["medical"]
     assert medical["spec"]["unit"] == "patientid"
@@ -334,18 +339,23 @@ def test_training_checkpoint_enhancer_and_exact_resume(tiny_root, tmp_path):
     cfg = config_from_dict(_config(protos))
     full = tmp_path / "full"
     res = Trainer(cfg, data_root=root, out_dir=full, progress=False).fit()
-    assert res.step == 6 and (full / "last.pt").is_file()
+    assert res.step == 6
+    assert (full / "last.pt").is_file()
     split = (full / "split.json").read_text()
-    assert '"splits"' in split and '"ids"' in split  # the split summaries are in the run folder
+    assert '"splits"' in split
+    assert '"ids"' in split
     rows = applied_weights(full / "log.csv")
-    assert rows and all(r["context"] in CONTEXTS for r in rows)
+    assert rows
+    assert all(r["context"] in CONTEXTS for r in rows)
     for r in rows:  # oracle contexts: the applied weights are W's rows
         assert [r[t] for t in TERMS] == pytest.approx([W_NOID[r["context"]][t] for t in TERMS])
 
     enh = load_enhancer(f"checkpoint:{full / 'last.pt'}")
     x = torch.rand(1, 3, 40, 52)
     y = enh.enhance(x)
-    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert y.shape == x.shape
+    assert float(y.min()) >= 0
+    assert float(y.max()) <= 1
     from cals_bench.train.checkpoint_enhancer import load_trained_model
 
     _, model, _ = load_trained_model(full / "last.pt")
@@ -373,11 +383,14 @@ def test_predicted_context_needs_a_trained_head(tiny_root, tmp_path):
 
 def test_across_seeds_matches_the_t_interval():
     s = across_seeds([1.0, 2.0, 3.0])
-    assert s["mean"] == 2.0 and s["sd"] == pytest.approx(1.0)
+    assert s["mean"] == 2.0
+    assert s["sd"] == pytest.approx(1.0)
     half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2)
     assert (s["ci_low"], s["ci_high"]) == pytest.approx((2.0 - half, 2.0 + half))
     one = across_seeds([5.0])
-    assert one["mean"] == 5.0 and math.isnan(one["sd"]) and math.isnan(one["ci_low"])
+    assert one["mean"] == 5.0
+    assert math.isnan(one["sd"])
+    assert math.isnan(one["ci_low"])
 
 
 def test_input_gain_starts_from_the_exposure_corrected_input():
@@ -413,9 +426,11 @@ def test_seeds_command_trains_scores_and_summarises(tiny_root, tmp_path):
             "--out", str(out), "--results", str(tmp_path / "results"), "--quiet", "--json"]  # fmt: skip
     res = CliRunner().invoke(seeds_command, args, catch_exceptions=False)
     record = json.loads(res.output)
-    assert sorted(record["runs"]) == ["0", "1"] and (out / "seed-1" / "last.pt").is_file()
+    assert sorted(record["runs"]) == ["0", "1"]
+    assert (out / "seed-1" / "last.pt").is_file()
     psnr = record["summary"]["tiny-general v1"]["overall"]["psnr"]
     per_seed = [psnr["per_seed"][s] for s in ("0", "1")]
-    assert psnr["k"] == 2 and psnr["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert psnr["k"] == 2
+    assert psnr["mean"] == pytest.approx(sum(per_seed) / 2)
     assert psnr["sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / math.sqrt(2))
     assert (out / "seeds.txt").read_text().startswith("tiny-cals: 2 seed(s) [0, 1]")

@@ -15,14 +15,17 @@ def _run(*args):
 
 def test_weights_list_shows_licences_and_presence(shared_weights):
     out = _run("weights", "list").stdout
-    assert "llie/zero-dce " in out and "CC BY-NC 4.0" in out
-    assert "lpips/v0.1-alex" in out and str(shared_weights) in out
+    assert "llie/zero-dce " in out
+    assert "CC BY-NC 4.0" in out
+    assert "lpips/v0.1-alex" in out
+    assert str(shared_weights) in out
 
 
 def test_weights_verify_passes_on_shared(shared_weights):
     res = _run("weights", "verify")
     assert res.exit_code == 0, res.stdout
-    assert "MISMATCH" not in res.stdout and res.stdout.count(" ok ") >= 20
+    assert "MISMATCH" not in res.stdout
+    assert res.stdout.count(" ok ") >= 20
 
 
 def test_weights_verify_refuses_tampered_file(shared_weights, tmp_path, monkeypatch):
@@ -36,10 +39,13 @@ def test_weights_verify_refuses_tampered_file(shared_weights, tmp_path, monkeypa
     monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(copy))
     res = _run("weights", "verify")
     assert res.exit_code == 2
-    assert "MISMATCH" in res.stdout and "Epoch99.pth" in res.stdout and "expected sha256" in res.stdout
+    assert "MISMATCH" in res.stdout
+    assert "Epoch99.pth" in res.stdout
+    assert "expected sha256" in res.stdout
     # and a model that needs it refuses to load instead of running on random weights
     run = _run("run", "--protocol", "demo", "--model", "zero-dce", "--results", str(tmp_path / "r"))
-    assert run.exit_code == 2 and "fails its checksum" in run.stderr
+    assert run.exit_code == 2
+    assert "fails its checksum" in run.stderr
 
 
 def test_missing_weights_offline_message(tmp_path, monkeypatch):
@@ -51,9 +57,12 @@ def test_missing_weights_offline_message(tmp_path, monkeypatch):
 
 def test_data_check(lol_root, tmp_path):
     ok = _run("data", "check", "--protocol", "lol-v1", "--data-root", str(lol_root))
-    assert ok.exit_code == 0 and "15 samples" in ok.stdout and "30 checksums" in ok.stdout
+    assert ok.exit_code == 0
+    assert "15 samples" in ok.stdout
+    assert "30 checksums" in ok.stdout
     bad = tmp_path / "lol"
     shutil.copytree(lol_root, bad)
     (bad / "eval15" / "high" / "22.png").unlink()
     res = _run("data", "check", "--protocol", "lol-v1", "--data-root", str(bad))
-    assert res.exit_code == 2 and "22.png" in res.stdout
+    assert res.exit_code == 2
+    assert "22.png" in res.stdout

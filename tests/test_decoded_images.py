@@ -22,10 +22,13 @@ def test_second_read_comes_from_the_cache_with_the_same_pixels(tmp_path):
     fresh = FeatureCache(tmp_path / "cache")  # a later process: nothing in memory
     with decoded_images(fresh):
         second = read_rgb(tmp_path / "a.png")
-    assert fresh.stats.disk_hits == 1 and fresh.stats.misses == 0
+    assert fresh.stats.disk_hits == 1
+    assert fresh.stats.misses == 0
     for got in (first, second):
-        assert np.array_equal(got, arr) and got.dtype == np.uint8
-        assert got.flags.c_contiguous and got.flags.writeable
+        assert np.array_equal(got, arr)
+        assert got.dtype == np.uint8
+        assert got.flags.c_contiguous
+        assert got.flags.writeable
     second[:] = 0  # the caller's copy is private: the cached pixels do not change
     with decoded_images(fresh):
         assert np.array_equal(read_rgb(tmp_path / "a.png"), arr)
@@ -38,7 +41,8 @@ def test_new_bytes_under_the_same_name_are_decoded_again(tmp_path):
         read_rgb(tmp_path / "a.png")
         changed = _png(tmp_path / "a.png", 1)
         assert np.array_equal(read_rgb(tmp_path / "a.png"), changed)
-    assert cache.stats.misses == 2 and cache.stats.hits == 0
+    assert cache.stats.misses == 2
+    assert cache.stats.hits == 0
 
 
 def test_only_pngs_and_only_inside_the_context(tmp_path):
@@ -49,7 +53,8 @@ def test_only_pngs_and_only_inside_the_context(tmp_path):
     read_rgb(tmp_path / "a.png")  # no context: no cache
     with decoded_images(cache):
         assert np.array_equal(read_rgb(tmp_path / "b.bmp"), arr)
-    assert cache.stats.writes == 0 and cache.stats.misses == 0
+    assert cache.stats.writes == 0
+    assert cache.stats.misses == 0
     with decoded_images(None):  # None: no caching
         read_rgb(tmp_path / "a.png")
     assert not (tmp_path / "cache").exists()

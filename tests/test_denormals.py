@@ -27,5 +27,6 @@ def test_model_sees_flushed_subnormals_and_default_is_restored():
     x = torch.rand(1, 3, 8, 8)
     out, ms = _run_model(model, x, x, 0, torch.device("cpu"))
     assert model.seen == 0.0  # flushed while the model ran
-    assert torch.equal(out, x) and ms >= 0
+    assert torch.equal(out, x)
+    assert ms >= 0
     assert float(torch.tensor([TINY], dtype=torch.float32)[0] * 1.0) > 0  # restored afterwards

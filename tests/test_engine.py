@@ -60,7 +60,8 @@ def test_identity_scores_every_pair_and_json(tmp_path, proto):
     )
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
-    assert payload["protocol"]["name"] == "fast" and payload["protocol"]["version"] == 1
+    assert payload["protocol"]["name"] == "fast"
+    assert payload["protocol"]["version"] == 1
     assert payload["metrics"]["psnr"]["count"] == 5
     # psnr of x vs x//5: recompute by hand from the files
     expected = []
@@ -70,7 +71,8 @@ def test_identity_scores_every_pair_and_json(tmp_path, proto):
         expected.append(10 * np.log10(255**2 / np.mean((lo - hi) ** 2)))
     assert payload["metrics"]["psnr"]["mean"] == pytest.approx(np.mean(expected), abs=1e-9)
     recs = _records(tmp_path / "r", payload["run_id"])
-    assert sorted(recs["metric"].unique()) == ["psnr", "ssim"] and len(recs) == 10
+    assert sorted(recs["metric"].unique()) == ["psnr", "ssim"]
+    assert len(recs) == 10
 
 
 def test_rerun_reuses_and_force_rescores(tmp_path, proto):
@@ -88,9 +90,11 @@ def test_rerun_reuses_and_force_rescores(tmp_path, proto):
     ]
     first = json.loads(_run(*args).stdout)
     second = json.loads(_run(*args).stdout)
-    assert second["reused"] and second["run_id"] == first["run_id"]
+    assert second["reused"]
+    assert second["run_id"] == first["run_id"]
     third = json.loads(_run(*args, "--force").stdout)
-    assert not third["reused"] and third["metrics"] == first["metrics"]
+    assert not third["reused"]
+    assert third["metrics"] == first["metrics"]
 
 
 def test_missing_data_root(tmp_path, proto):
@@ -98,14 +102,18 @@ def test_missing_data_root(tmp_path, proto):
         "run", "--protocol", proto, "--data-root", str(tmp_path / "nope"), "--results", str(tmp_path / "r")
     )
     assert res.exit_code == 2
-    assert "data root" in res.stderr and "nope" in res.stderr and "does not exist" in res.stderr
+    assert "data root" in res.stderr
+    assert "nope" in res.stderr
+    assert "does not exist" in res.stderr
 
 
 def test_lol_v1_missing_dataset_message(tmp_path, monkeypatch):
     monkeypatch.delenv("CALS_BENCH_DATA", raising=False)
     res = _run("run", "--protocol", "lol-v1", "--results", str(tmp_path / "r"))
     assert res.exit_code == 2
-    assert "--data-root" in res.stderr and "eval15/low" in res.stderr and "daooshee" in res.stderr
+    assert "--data-root" in res.stderr
+    assert "eval15/low" in res.stderr
+    assert "daooshee" in res.stderr
 
 
 def test_bad_samples_fail_alone(tmp_path, proto):
@@ -128,8 +136,10 @@ def test_bad_samples_fail_alone(tmp_path, proto):
     payload = json.loads(res.stdout)
     errors = {f["sample_id"]: f["error"] for f in payload["failures"]}
     assert set(errors) == {"001", "002", "003"}
-    assert "no reference image" in errors["001"] and "001.png" in errors["001"]
-    assert "unreadable or truncated" in errors["002"] and "002.png" in errors["002"]
+    assert "no reference image" in errors["001"]
+    assert "001.png" in errors["001"]
+    assert "unreadable or truncated" in errors["002"]
+    assert "002.png" in errors["002"]
     assert "size mismatch" in errors["003"]
     assert payload["metrics"]["psnr"]["count"] == 1  # the good sample's record is kept
 
@@ -184,7 +194,8 @@ def test_model_that_always_raises_stops_the_run(tmp_path, proto):
         "--no-report",
     )
     assert res.exit_code == 2
-    assert "stopping" in res.stderr and "boom" in res.stderr
+    assert "stopping" in res.stderr
+    assert "boom" in res.stderr
 
 
 def test_model_that_raises_on_one_sample(tmp_path, proto):
@@ -223,7 +234,8 @@ def test_model_that_raises_on_one_sample(tmp_path, proto):
 )
 def test_unknown_names(tmp_path, args, message):
     res = _run("run", *args, "--results", str(tmp_path / "r"))
-    assert res.exit_code == 2 and message in res.stderr, res.stderr
+    assert res.exit_code == 2, res.stderr
+    assert message in res.stderr, res.stderr
 
 
 def test_unknown_metric_suggests(tmp_path):
@@ -238,7 +250,8 @@ def test_unknown_metric_suggests(tmp_path):
         "--results",
         str(tmp_path / "r"),
     )
-    assert res.exit_code == 2 and "unknown metric 'ssimm'; did you mean ssim" in res.stderr
+    assert res.exit_code == 2
+    assert "unknown metric 'ssimm'; did you mean ssim" in res.stderr
 
 
 def test_checksum_mismatch_is_refused(tmp_path, lol_root):
@@ -247,11 +260,11 @@ def test_checksum_mismatch_is_refused(tmp_path, lol_root):
     data = tmp_path / "lol"
     shutil.copytree(lol_root, data)
     Image.fromarray(np.zeros((400, 600, 3), np.uint8)).save(data / "eval15" / "high" / "1.png")
-    with pytest.raises(DataError, match=r"1\.png: sha256 .* differs from the protocol"):
-        from cals_bench import protocol
-        from cals_bench.engine import evaluate
-        from cals_bench.store import Store
+    from cals_bench import protocol
+    from cals_bench.engine import evaluate
+    from cals_bench.store import Store
 
+    with pytest.raises(DataError, match=r"1\.png: sha256 .* differs from the protocol"):
         evaluate(
             protocol.load("lol-v1"), "identity", data_root=data, store=Store(tmp_path / "r"), progress=False
         )
@@ -304,7 +317,7 @@ def test_sigkill_and_resume_scores_each_sample_once(tmp_path, proto):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 3 <= scored < 8, f"kill happened at {scored} scored samples"
-    done = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload["metrics"]["psnr"]["count"] == 8
@@ -313,7 +326,8 @@ def test_sigkill_and_resume_scores_each_sample_once(tmp_path, proto):
             "SELECT sample_id, metric, COUNT(*) FROM scores WHERE run_id=? GROUP BY sample_id, metric",
             (payload["run_id"],),
         ).fetchall()
-    assert len(rows) == 16 and all(count == 1 for _, _, count in rows)
+    assert len(rows) == 16
+    assert all(count == 1 for _, _, count in rows)
     assert len(json.loads((results / "runs" / payload["run_id"] / "run.json").read_text())["sessions"]) == 1
 
 
@@ -340,7 +354,8 @@ def test_export_formats(tmp_path, proto):
         )
         assert res.exit_code == 0, res.output
         df = {"csv": pd.read_csv, "parquet": pd.read_parquet, "json": pd.read_json}[fmt](out)
-        assert len(df) == 6 and {"sample_id", "metric", "value"} <= set(df.columns)
+        assert len(df) == 6
+        assert {"sample_id", "metric", "value"} <= set(df.columns)
 
 
 def test_list_commands(tmp_path, proto):
@@ -349,7 +364,8 @@ def test_list_commands(tmp_path, proto):
     _run("run", "--protocol", proto, "--data-root", str(data), "--results", str(results), "--no-report")
     assert "fast" in _run("runs", "list", "--results", str(results)).stdout
     shown = _run("runs", "show", "latest", "--results", str(results)).stdout
-    assert "psnr" in shown and "packages" in shown
+    assert "psnr" in shown
+    assert "packages" in shown
     assert "lol-v1" in _run("protocols", "list").stdout
     assert "checksums" in _run("protocols", "show", "lol-v1").stdout
     models = _run("models", "list").stdout
@@ -414,5 +430,6 @@ def test_a_run_resumes_only_with_the_settings_it_started_with(tmp_path, proto, m
     result = go(1)
     assert result.record.status == "finished"
     assert result.record.batch_size == 1
-    assert result.record.sessions[-1]["device"] == "cpu" and result.record.sessions[-1]["batch_size"] == 1
+    assert result.record.sessions[-1]["device"] == "cpu"
+    assert result.record.sessions[-1]["batch_size"] == 1
     assert result.summary["psnr"]["count"] == 4

@@ -134,7 +134,8 @@ def test_sfp_loss_is_zero_for_the_input_and_reaches_the_generator(vgg):
     assert float(terms["sfp"].detach()) > 0
     terms["loss"].backward()
     for name, p in task.generator.named_parameters():
-        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+        assert p.grad is not None, name
+        assert float(p.grad.abs().sum()) > 0, name
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -186,9 +187,11 @@ def test_checkpoint_is_the_enlightengan_enhancer(finished, tmp_path):
     as_ckpt = load_enhancer(f"checkpoint:{path}")
     x = torch.rand(1, 3, 19, 26, generator=torch.Generator().manual_seed(5)) * 0.3
     y = ours.enhance(x)
-    assert torch.equal(y, as_ckpt.enhance(x)) and y.shape == x.shape
+    assert torch.equal(y, as_ckpt.enhance(x))
+    assert y.shape == x.shape
     meta = ours.metadata()
-    assert "TRAINED BY CALS-BENCH" in ours.summary and meta["training"]["trained_by"] == "cals-bench"
+    assert "TRAINED BY CALS-BENCH" in ours.summary
+    assert meta["training"]["trained_by"] == "cals-bench"
     assert list(meta["weights"].values()) == [hashlib.sha256(path.read_bytes()).hexdigest()]
     with pytest.raises(CalsBenchError, match="cals-bench train enlightengan"):
         load_enhancer("enlightengan", {"checkpoint": str(tmp_path / "missing.pt")})
@@ -196,7 +199,8 @@ def test_checkpoint_is_the_enlightengan_enhancer(finished, tmp_path):
     authors = {f"module.{k}": v for k, v in AttentionUNet(32).state_dict().items()}
     torch.save(authors, tmp_path / "200_net_G_A.pth")
     theirs = load_enhancer("enlightengan@authors", {"weights": str(tmp_path / "200_net_G_A.pth")})
-    assert theirs.name == "enlightengan@authors" and "AUTHORS" in theirs.summary
+    assert theirs.name == "enlightengan@authors"
+    assert "AUTHORS" in theirs.summary
     assert len(theirs.metadata()["weights"]) == 1
     torch.save({"conv1_1.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(CalsBenchError, match="not the authors' EnlightenGAN generator"):
@@ -205,16 +209,18 @@ def test_checkpoint_is_the_enlightengan_enhancer(finished, tmp_path):
 
 def test_enlightengan_configs_validate():
     cpu, paper = load_config("enlightengan-cpu"), load_config("enlightengan-paper")
-    assert paper.model.width == 32 and paper.model.local_patches == 6 and paper.optim.batch_size == 32
-    assert paper.optim.lr == 1e-4 and paper.model.beta1 == 0.5
+    assert paper.model.width == 32
+    assert paper.model.local_patches == 6
+    assert paper.optim.batch_size == 32
+    assert paper.optim.lr == 1e-4
+    assert paper.model.beta1 == 0.5
     # lows and normals: the two halves of the cals-general train part, never its test part
     lows, normals = cpu.data.options.splits, cpu.data.options.normal_splits
-    assert (
-        lows[0] == normals[0]
-        and lows[0].part == "train"
-        and {lows[1].part, normals[1].part} == {"train", "val"}
-    )
-    assert lows[1].fractions == normals[1].fractions and lows[1].seed == normals[1].seed
+    assert lows[0] == normals[0]
+    assert lows[0].part == "train"
+    assert {lows[1].part, normals[1].part} == {"train", "val"}
+    assert lows[1].fractions == normals[1].fractions
+    assert lows[1].seed == normals[1].seed
 
 
 @pytest.mark.slow
@@ -245,7 +251,8 @@ def test_torchrun_two_processes_match_one_with_two_phases(root, shared_weights, 
 
 def _same(a, b, where=""):
     if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+        assert isinstance(b, torch.Tensor), where
+        assert torch.equal(a, b), where
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for k in a:
@@ -272,8 +279,12 @@ def test_cpu_config_never_reads_the_cals_general_test_part(shared_dir):
     data = build_source(load_config("enlightengan-cpu").data, root, 0)
     lows, val = set(data.train_ids), {s.sample_id for s in data.val}
     normals = {Path(p).stem for p in data.dataset.normals}
-    assert len(lows) > 150 and len(normals) > 150 and len(val) == 8
-    assert not (lows & normals) and not (lows & val) and not (normals & val)
+    assert len(lows) > 150
+    assert len(normals) > 150
+    assert len(val) == 8
+    assert not (lows & normals)
+    assert not (lows & val)
+    assert not (normals & val)
     assert not ((lows | normals | val) & test)
     zd = build_source(load_config("zero-dce-cpu").data, root, 0)
     assert not ((set(zd.train_ids) | {s.sample_id for s in zd.val}) & test)

@@ -55,10 +55,12 @@ def test_tables_cover_every_grouping_and_flag_small_intersections(result):
     g = result.groups
     assert set(g.grouping) == {"overall", "group", "group*light"}
     inter = g[(g.grouping == "group*light") & (g.metric == "psnr")]
-    assert len(inter) == 8 and inter["small_group"].any()  # 300 / 8 ~ 37 < 40: some flagged
+    assert len(inter) == 8
+    assert inter["small_group"].any()
     assert result.scalars["n_small_groups"] == int((g.small_group & (g.grouping != "overall")).sum())
     lp = g[(g.grouping == "overall") & (g.metric == "lpips")].iloc[0]
-    assert lp["n_nan"] == 9 and lp["n"] == 291  # 3% NaN, dropped and counted
+    assert lp["n_nan"] == 9
+    assert lp["n"] == 291
     assert any("light" in n and "3 sample" in n for n in result.notes)
 
 
@@ -66,12 +68,16 @@ def test_biased_group_found_by_metrics_gpi_and_tests(result):
     d = result.disparity
     for metric in ("psnr", "lpips"):
         row = d[(d.grouping == "group") & (d.metric == metric)].iloc[0]
-        assert row["worst_group"] == "d" and row["gap_significant"]
+        assert row["worst_group"] == "d"
+        assert row["gap_significant"]
     s = result.gpi_summary
     feat = s[(s.kind == "features") & (s.grouping == "group")].iloc[0]
-    assert feat["worst_group"] == "d" and feat["significant"] and feat["method"] == "exact"
+    assert feat["worst_group"] == "d"
+    assert feat["significant"]
+    assert feat["method"] == "exact"
     one_d = s[(s.kind == "metric_1d") & (s.grouping == "group")].iloc[0]
-    assert one_d["feature"] == "lpips" and one_d["significant"]
+    assert one_d["feature"] == "lpips"
+    assert one_d["significant"]
     t = result.tests
     assert set(t.family) == {
         "kruskal_wallis",
@@ -89,9 +95,11 @@ def test_biased_group_found_by_metrics_gpi_and_tests(result):
 
 def test_comparison_with_baseline_is_included(result):
     c = result.comparisons
-    assert set(c.label_a) == {"biased"} and set(c.label_b) == {"fair"}
+    assert set(c.label_a) == {"biased"}
+    assert set(c.label_b) == {"fair"}
     row = c[(c.metric == "psnr") & (c.group == "d")].iloc[0]
-    assert row["better"] == "fair" and row["significant_wilcoxon"]
+    assert row["better"] == "fair"
+    assert row["significant_wilcoxon"]
 
 
 def test_json_round_trip_is_exact(result):
@@ -146,7 +154,9 @@ def test_missing_gpi_metric_and_empty_group_by_are_handled():
         directions=data.directions,
     )
     assert set(res.groups.grouping) == {"overall"}
-    assert res.gpi.empty and res.gpi_summary.empty and res.comparisons.empty
+    assert res.gpi.empty
+    assert res.gpi_summary.empty
+    assert res.comparisons.empty
     assert any("gpi_metric 'lpips'" in n for n in res.notes)
     json.dumps(res.to_dict(), allow_nan=False)
     assert "## metric psnr" in res.to_text()

@@ -62,9 +62,11 @@ def test_board_numbers_and_holm_across_models(board_store):
     results, _ = board_store
     store = Store(results)
     board = build_board(store, "demo")
-    assert board.metric == "psnr" and board.feature == "alexnet-pooled"
+    assert board.metric == "psnr"
+    assert board.feature == "alexnet-pooled"
     (gb,) = board.groupings
-    assert gb.grouping == "context" and gb.groups == ["face", "general", "medical"]
+    assert gb.grouping == "context"
+    assert gb.groups == ["face", "general", "medical"]
     rows = {r.model: r for r in gb.rows}
     assert set(rows) == {"identity", "gamma"}
     for r in gb.rows:
@@ -77,16 +79,19 @@ def test_board_numbers_and_holm_across_models(board_store):
         assert r.gap.value == pytest.approx(
             abs(r.groups["general"].value - r.groups["medical"].value), abs=1e-12
         )
-        assert r.worst == d["worst_group"] and r.p_gap == d["p_gap"]
+        assert r.worst == d["worst_group"]
+        assert r.p_gap == d["p_gap"]
         s = audit.gpi_summary
         s = s[(s["kind"] == "features") & (s["grouping"] == "context")].iloc[0]
-        assert r.gpi_gap.value == s["gpi_gap"] and r.p_gpi == s["p_value"]
+        assert r.gpi_gap.value == s["gpi_gap"]
+        assert r.p_gpi == s["p_value"]
     a, b = rows["identity"], rows["gamma"]
     for raw, adj in (("p_gap", "p_gap_holm"), ("p_gpi", "p_gpi_holm")):
         expect = _holm2(getattr(a, raw), getattr(b, raw))
         assert (getattr(a, adj), getattr(b, adj)) == pytest.approx(expect, abs=1e-12)
     text = board_markdown(board)
-    assert "| identity |" in text and "&" not in text  # plain characters, no HTML entities
+    assert "| identity |" in text
+    assert "&" not in text
 
 
 def test_board_page_loads_and_sorts(board_store, browser):
@@ -99,12 +104,14 @@ def test_board_page_loads_and_sorts(board_store, browser):
     )
     assert res.exit_code == 0, res.output
     page = Path(res.output.strip().splitlines()[-1])
-    assert page.name == "fairness.html" and page.with_suffix(".md").is_file()
+    assert page.name == "fairness.html"
+    assert page.with_suffix(".md").is_file()
     dom = check_page(browser, page)  # the quality-vs-disparity plot is an image: it must decode
     assert dom["title"] == "Fairness: demo v1"
     browser.screenshot(ARTIFACTS / "report-fairness-demo.png")
     width = browser.js("[...document.images].map(i => i.naturalWidth)")
-    assert len(width) == 1 and width[0] > 500
+    assert len(width) == 1
+    assert width[0] > 500
 
     store = Store(results)
     metas = {m["run_id"]: m for m in (store.get_run(r) for r in store.list_runs("demo")["run_id"])}
@@ -131,6 +138,7 @@ def test_board_page_loads_and_sorts(board_store, browser):
         browser.js(f"document.querySelectorAll('#metric-context thead th')[{col}].click()")
         assert [float(r["cells"][col][1]) for r in table(browser, "#metric-context")] == expected
     gpi_rows = table(browser, "#gpi-context")
-    assert len(gpi_rows) == 2 and all(math.isfinite(float(r["cells"][-4][1])) for r in gpi_rows)
+    assert len(gpi_rows) == 2
+    assert all(math.isfinite(float(r["cells"][-4][1])) for r in gpi_rows)
     assert browser.problems() == []
     assert json.loads(json.dumps(dom["ids"]))  # page has anchors for its table of contents

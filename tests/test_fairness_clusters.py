@@ -92,7 +92,9 @@ def test_cluster_codes_and_split():
     assert codes[0] == codes[1] != codes[3]
     assert len(set(codes.tolist())) == 4  # the two without a value are clusters of their own
     split, n_split = split_by_group(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
-    assert n_split == 1 and split[0] != split[1] and split[2] == split[3]
+    assert n_split == 1
+    assert split[0] != split[1]
+    assert split[2] == split[3]
     with pytest.raises(AuditSettingsError):
         AuditSettings(cluster_by="")
 

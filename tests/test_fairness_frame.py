@@ -86,7 +86,8 @@ def test_overall_row_and_nan_counts():
     _, wide, groups, _ = _tables(records, attrs)
     row = groups[(groups.grouping == "overall") & (groups.metric == "lpips")].iloc[0]
     assert row["group"] == "all"
-    assert row["n"] == 120 - 9 and row["n_nan"] == 9
+    assert row["n"] == 120 - 9
+    assert row["n_nan"] == 9
     assert row["mean"] == pytest.approx(np.nanmean(wide["lpips"]), rel=1e-12)
     # NaNs are dropped per metric: psnr keeps all 120 samples.
     assert groups[(groups.grouping == "overall") & (groups.metric == "psnr")].iloc[0]["n"] == 120
@@ -102,19 +103,21 @@ def test_small_groups_flagged_kept_and_not_compared():
     row = disparity[(disparity.grouping == "gender*context") & (disparity.metric == "psnr")].iloc[0]
     assert set(row["small_groups"].split(",")) == small
     assert row["n_groups_compared"] == 6 - len(small)
-    assert row["worst_group"] not in small and row["best_group"] not in small
+    assert row["worst_group"] not in small
+    assert row["best_group"] not in small
 
 
 def test_worst_best_difference_ratio_are_direction_aware():
     records, attrs = _data(n=400)
-    settings, _, groups, disparity = _tables(records, attrs)
+    _settings, _, groups, disparity = _tables(records, attrs)
     for metric, hib in DIRECTIONS.items():
         g = groups[(groups.grouping == "context") & (groups.metric == metric) & ~groups.small_group]
         means = dict(zip(g.group, g["mean"]))
         row = disparity[(disparity.grouping == "context") & (disparity.metric == metric)].iloc[0]
         worst = min(means, key=means.get) if hib else max(means, key=means.get)
         best = max(means, key=means.get) if hib else min(means, key=means.get)
-        assert row["worst_group"] == worst and row["best_group"] == best
+        assert row["worst_group"] == worst
+        assert row["best_group"] == best
         assert row["difference"] == pytest.approx(max(means.values()) - min(means.values()), rel=1e-12)
         assert row["ratio"] == pytest.approx(min(means.values()) / max(means.values()), rel=1e-12)
         assert row["difference_ci_low"] <= row["difference_ci_high"]

@@ -184,7 +184,8 @@ def test_gpi_table_values_equal_pot_on_masks_and_summaries_are_consistent():
                     ref[m], out[m], projections=proj, p=1
                 ) / sliced_scale(16)
             assert r["gpi"] == pytest.approx(expected, rel=1e-9)
-            assert r["method"] == method and r["n"] == m.sum()
+            assert r["method"] == method
+            assert r["n"] == m.sum()
             assert r["gpi_ci_low"] <= r["gpi_ci_high"]
         s = summary.iloc[0]
         assert s["method"] == method
@@ -200,9 +201,13 @@ def test_gpi_small_groups_flagged_and_left_out_of_sum_and_gap():
     attrs.iloc[:6, 0] = "rare"  # 6 samples: below min_group_size = 10
     rows, summary = feature_gpi_tables(data.features, attrs, _settings())
     rare = rows[rows.group == "rare"].iloc[0]
-    assert rare["small_group"] and rare["n"] == 6 and np.isfinite(rare["gpi"])
+    assert rare["small_group"]
+    assert rare["n"] == 6
+    assert np.isfinite(rare["gpi"])
     s = summary.iloc[0]
-    assert s["small_groups"] == "rare" and s["n_groups"] == 5 and s["n_groups_compared"] == 4
+    assert s["small_groups"] == "rare"
+    assert s["n_groups"] == 5
+    assert s["n_groups_compared"] == 4
     big = rows[~rows.small_group]
     assert s["gpi_sum"] == pytest.approx(big["gpi"].sum(), rel=1e-12)
     assert s["gpi_gap"] == pytest.approx(big["gpi"].max() - big["gpi"].min(), rel=1e-12)
@@ -214,7 +219,8 @@ def test_gpi_drops_and_counts_non_finite_feature_rows():
     ref = ref.copy()
     ref[[0, 5, 9], 2] = np.nan  # e.g. no face found in these references
     rows, summary = feature_gpi_tables({"face": (ref, out, ids)}, data.attributes, _settings())
-    assert summary.iloc[0]["n_dropped"] == 3 and summary.iloc[0]["n_samples"] == 117
+    assert summary.iloc[0]["n_dropped"] == 3
+    assert summary.iloc[0]["n_samples"] == 117
     assert rows["n"].sum() == 117
 
 
@@ -243,7 +249,8 @@ def test_metric_gpi_1d_equals_scipy_against_the_pool():
         assert r["gpi"] == pytest.approx(wasserstein_distance(g, vals[ok]), rel=1e-12)
         assert r["n"] == g.size
     s = summary.iloc[0]
-    assert s["n_dropped"] == 8 and s["worst_group"] == "b"
+    assert s["n_dropped"] == 8
+    assert s["worst_group"] == "b"
     assert s["p_value"] == pytest.approx(1 / 201)  # 40% more noise in b: never reached by a permutation
 
 

@@ -71,7 +71,8 @@ def test_balanced_face_protocol_is_the_pinned_test_subsample():
     _, samples = load_samples(proto, root)
     assert len(samples) == proto.dataset.expected_count == 220
     cells = Counter((s.attributes["race"], s.attributes["gender"]) for s in samples)
-    assert len(cells) == 10 and set(cells.values()) == {22}
+    assert len(cells) == 10
+    assert set(cells.values()) == {22}
     split = proto.dataset.split
     assert all(part_of(s.sample_id, split) == "test" for s in samples)  # never in the trainer's part
     # the declared sha256 are those of the files read

@@ -23,7 +23,7 @@ def test_holm_hand_computed_values():
     np.testing.assert_allclose(holm([0.01, 0.01]), [0.02, 0.02], rtol=1e-12)
     np.testing.assert_allclose(holm([0.3]), [0.3], rtol=1e-12)
     assert holm([]).size == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"p-values must lie in \[0, 1\]"):
         holm([1.5])
 
 
@@ -90,12 +90,14 @@ def test_across_group_tests_equal_scipy_on_masks_and_exclude_small_groups():
     expected = stats.kruskal(*[col[labs == g].to_numpy() for g in ("a", "b", "c")])
     assert kw["statistic"] == pytest.approx(expected.statistic, rel=1e-12)
     assert kw["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
-    assert kw["n_groups"] == 3 and kw["n"] == sum((labs == g).sum() for g in ("a", "b", "c"))
+    assert kw["n_groups"] == 3
+    assert kw["n"] == sum((labs == g).sum() for g in ("a", "b", "c"))
     gap = tests[tests.family == "gap_permutation"].iloc[0]
     means = [col[labs == g].mean() for g in ("a", "b", "c")]
     assert gap["statistic"] == pytest.approx(max(means) - min(means), rel=1e-12)
     assert gap["p_value"] == pytest.approx(1 / 501)  # 0.8 sd shift with ~100 per group: never reached
-    assert bool(gap["significant"]) and gap["correction"] == "holm"
+    assert bool(gap["significant"])
+    assert gap["correction"] == "holm"
 
 
 def _two_models(seed: int = 0, n: int = 240):
@@ -115,7 +117,7 @@ def _two_models(seed: int = 0, n: int = 240):
 
 
 def test_compare_equals_scipy_wilcoxon_on_masks_with_holm():
-    rec_a, rec_b, attrs, ids, group = _two_models()
+    rec_a, rec_b, attrs, _ids, _group = _two_models()
     settings = AuditSettings(group_by=("g",), min_group_size=20, bootstrap=500)
     dirs = {"psnr": True, "lpips": False}
     out = compare(rec_a, rec_b, attrs, settings, directions=dirs, label_a="new", label_b="old")
@@ -128,7 +130,8 @@ def test_compare_equals_scipy_wilcoxon_on_masks_with_holm():
         b = wb[r["metric"]].to_numpy()[mask]
         ok = ~np.isnan(a) & ~np.isnan(b)
         d = a[ok] - b[ok]
-        assert r["n_pairs"] == ok.sum() and r["n_unpaired"] == (~ok).sum()
+        assert r["n_pairs"] == ok.sum()
+        assert r["n_unpaired"] == (~ok).sum()
         assert r["mean_diff"] == pytest.approx(d.mean(), rel=1e-12)
         w = stats.wilcoxon(d)
         assert r["wilcoxon_statistic"] == pytest.approx(w.statistic, rel=1e-12)
@@ -148,10 +151,12 @@ def test_compare_finds_the_group_specific_regression():
     psnr = out[out.metric == "psnr"].set_index("group")
     # On y, a - b = 0.5 dB (+ noise of sd 0.14 per pair, n = 120): CI must hold 0.5 and exclude 0.
     assert psnr.loc["y", "diff_ci_low"] < 0.5 < psnr.loc["y", "diff_ci_high"]
-    assert psnr.loc["y", "significant_wilcoxon"] and psnr.loc["y", "significant_bootstrap"]
+    assert psnr.loc["y", "significant_wilcoxon"]
+    assert psnr.loc["y", "significant_bootstrap"]
     assert psnr.loc["y", "better"] == "new"
     # On x the two models are equal in distribution: after Holm no test calls it (seeded data).
-    assert not psnr.loc["x", "significant_wilcoxon"] and not psnr.loc["x", "significant_bootstrap"]
+    assert not psnr.loc["x", "significant_wilcoxon"]
+    assert not psnr.loc["x", "significant_bootstrap"]
     assert psnr.loc["x", "diff_ci_low"] < 0 < psnr.loc["x", "diff_ci_high"]
 
 
@@ -160,6 +165,7 @@ def test_compare_small_groups_are_reported_not_tested():
     settings = AuditSettings(group_by=("g",), min_group_size=20, bootstrap=100)
     out = compare(rec_a, rec_b, attrs, settings, directions={"psnr": True, "lpips": False})
     grp = out[out.grouping == "g"]
-    assert grp["small_group"].all() and grp["p_wilcoxon"].isna().all()
+    assert grp["small_group"].all()
+    assert grp["p_wilcoxon"].isna().all()
     assert grp["note"].str.contains("small group").all()
     assert out.loc[(out.grouping == "overall") & (out.metric == "psnr"), "p_wilcoxon"].notna().all()

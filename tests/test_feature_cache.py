@@ -45,12 +45,16 @@ def test_roundtrip_across_instances_and_read_only(tmp_path):
     FeatureCache(tmp_path).put(KEY, arrays)
     fresh = FeatureCache(tmp_path)  # a new process would start like this: nothing in memory
     got = fresh.get(KEY)
-    assert got is not None and fresh.stats.disk_hits == 1
-    assert np.array_equal(got["layer0"], arrays["layer0"]) and int(got["n"]) == 3
+    assert got is not None
+    assert fresh.stats.disk_hits == 1
+    assert np.array_equal(got["layer0"], arrays["layer0"])
+    assert int(got["n"]) == 3
     assert not got["layer0"].flags.writeable
-    assert fresh.get(KEY) is got and fresh.stats.memory_hits == 1
+    assert fresh.get(KEY) is got
+    assert fresh.stats.memory_hits == 1
     other = CacheKey.make(KEY.kind, KEY.reference_key, dict(KEY.weights), "prep-v2")
-    assert fresh.get(other) is None and fresh.stats.misses == 1
+    assert fresh.get(other) is None
+    assert fresh.stats.misses == 1
     # nothing but the entry itself is left on disk (no temporary files)
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{KEY.digest}.npz"]
 
@@ -60,11 +64,12 @@ def test_memory_lru_is_bounded_in_bytes(tmp_path):
     keys = [CacheKey.make("k", f"r{i}", {}, "p") for i in range(5)]
     for k in keys:
         cache.put(k, {"a": np.zeros(1000, dtype=np.float32)})  # 4000 bytes each
-    assert cache._lru.nbytes <= 3 * 4000 and len(cache._lru.items) == 3
-    assert (
-        cache.get(keys[0]) is not None and cache.stats.disk_hits == 1
-    )  # evicted from memory, read from disk
-    assert cache.get(keys[4]) is not None and cache.stats.memory_hits == 1
+    assert cache._lru.nbytes <= 3 * 4000
+    assert len(cache._lru.items) == 3
+    assert cache.get(keys[0]) is not None
+    assert cache.stats.disk_hits == 1
+    assert cache.get(keys[4]) is not None
+    assert cache.stats.memory_hits == 1
 
 
 def test_damaged_or_foreign_files_are_misses_and_get_rewritten(tmp_path):
@@ -72,7 +77,8 @@ def test_damaged_or_foreign_files_are_misses_and_get_rewritten(tmp_path):
     cache.put(KEY, {"a": np.ones(4)})
     path = cache.path(KEY)
     path.write_bytes(path.read_bytes()[:50])  # truncated
-    assert cache.get(KEY) is None and cache.stats.damaged == 1
+    assert cache.get(KEY) is None
+    assert cache.stats.damaged == 1
     cache.put(KEY, {"a": np.ones(4)})
     assert cache.get(KEY) is not None
     # a valid file stored under another key's name is refused (the full key is checked, not just the name)
@@ -146,7 +152,8 @@ def test_lpips_second_scoring_runs_the_backbone_on_outputs_only(tmp_path, lol_pa
         assert abs(c["lpips"] - w["lpips"]) < 1e-6
     # and the same instance scoring again hits memory, not disk
     warm.score_batch(out, high, _ctxs(b))
-    assert warm.model.backbone.images_seen == 2 * b and warm.cache.stats.memory_hits == b
+    assert warm.model.backbone.images_seen == 2 * b
+    assert warm.cache.stats.memory_hits == b
 
 
 def test_lpips_cache_invalidated_by_reference_key_net_and_weights(tmp_path, lol_pairs):
@@ -189,12 +196,14 @@ def test_alexnet_pooled_reuses_lpips_reference_maps(tmp_path, lol_pairs):
     lp.score_batch(out, high, _ctxs(b))
     ext = build_extractor("alexnet-pooled")
     ext.attach_cache(cache)
-    assert ext.available() == (True, "") and ext.dim == 1152
+    assert ext.available() == (True, "")
+    assert ext.dim == 1152
     ref = ext.extract(high, _ctxs(b), role="reference")
     assert ext._metric().model.backbone.images_seen == 0  # pooled from the cached LPIPS maps
     direct = build_extractor("alexnet-pooled").extract(high, _ctxs(b), role="output")
     # same maps averaged by numpy vs torch: 1e-6 absolute on values in [0, 1]
-    assert ref.shape == (b, 1152) and np.abs(ref - direct).max() < 1e-6
+    assert ref.shape == (b, 1152)
+    assert np.abs(ref - direct).max() < 1e-6
     assert ext.metadata()["weights"] == {
         "backbone/alexnet-features": lp.weights_used["backbone/alexnet-features"]
     }

@@ -43,7 +43,9 @@ def test_ssim_loss_zero_on_identity_and_differentiable():
     assert float(ssim_loss(a.float(), a.float())) == pytest.approx(0.0, abs=1e-6)  # float32 rounding
     loss = ssim_loss(x, a.float())
     loss.backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+    assert x.grad.abs().sum() > 0
 
 
 def test_luminance_weight_bt601_min_max():
@@ -57,7 +59,8 @@ def test_luminance_weight_bt601_min_max():
     expected = 1 + 2.0 * (1 - (y - y.min()) / (y.max() - y.min()))
     # eps 1e-6 in the min-max denominator and float32: 1e-5
     np.testing.assert_allclose(w.numpy(), expected, atol=1e-5)
-    assert float(w[1, 0]) == pytest.approx(3.0, abs=1e-5) and float(w[0, 1]) == pytest.approx(1.0, abs=1e-5)
+    assert float(w[1, 0]) == pytest.approx(3.0, abs=1e-5)
+    assert float(w[0, 1]) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_standardise_zero_mean_unit_std():

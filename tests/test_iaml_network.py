@@ -23,7 +23,9 @@ def test_student_any_size_in_range_and_levels():
     net = UNetCBAM(width=4, depth=3)
     x = torch.rand(2, 3, 37, 51)
     y = net(x)
-    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert y.shape == x.shape
+    assert y.min() >= 0
+    assert y.max() <= 1
     out, levels = net.forward_levels(torch.rand(1, 3, 32, 48))
     # depth 3: decoder levels at 1/2 and full resolution, widths 8 and 4, coarse to fine
     assert [tuple(level.shape) for level in levels] == [(1, 8, 16, 24), (1, 4, 32, 48)]
@@ -35,13 +37,15 @@ def test_cbam_only_rescales_by_sigmoid_gates():
     x = torch.randn(2, 8, 9, 9)
     y = cbam(x)
     # channel then spatial gates in (0, 1): every output has the input's sign and a smaller magnitude
-    assert torch.all(y.abs() <= x.abs()) and torch.all((y * x) >= 0)
+    assert torch.all(y.abs() <= x.abs())
+    assert torch.all((y * x) >= 0)
 
 
 def test_teacher_starts_as_student_decoder_and_needs_no_grad():
     m = _model()
     s, t = m.student.decoder.state_dict(), m.teacher_decoder.state_dict()
-    assert s.keys() == t.keys() and all(torch.equal(s[k], t[k]) for k in s)
+    assert s.keys() == t.keys()
+    assert all(torch.equal(s[k], t[k]) for k in s)
     assert not any(p.requires_grad for p in m.teacher_decoder.parameters())
     assert _model(mirror="none").teacher_decoder is None  # MSE / MSE+SSIM ablation rows: no teacher
 

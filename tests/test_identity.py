@@ -88,12 +88,13 @@ def test_similarity_transform_recovers_a_known_similarity():
 
 def test_alignment_matches_opencv_aligncrop(celeb, shared_weights):
     """OpenCV's FaceRecognizerSF::alignCrop implements the same template and Umeyama fit independently."""
-    names, imgs = celeb
+    _names, imgs = celeb
     rgb = to_uint8_hwc(imgs[0])
     pipe = FacePipeline("sface").load()
     search = pipe.detector.detect(rgb)
     face = search.chosen
-    assert search.n_faces == 1 and face.score > 0.9
+    assert search.n_faces == 1
+    assert face.score > 0.9
     row = np.concatenate([face.box, face.landmarks.reshape(-1), [face.score]]).astype(np.float32)[None]
     rec = cv2.FaceRecognizerSF.create(
         str(shared_weights / "face" / "face_recognition_sface_2021dec_int8bq.onnx"), ""
@@ -102,7 +103,8 @@ def test_alignment_matches_opencv_aligncrop(celeb, shared_weights):
     ours = warp_face(rgb, alignment_matrix(face.landmarks)).astype(int)
     # OpenCV fits in float32 with a template mean rounded to 4 decimals; bilinear sampling then differs by
     # at most a grey level or two at a few edge pixels.
-    assert np.abs(theirs - ours).max() <= 3 and np.abs(theirs - ours).mean() < 0.1
+    assert np.abs(theirs - ours).max() <= 3
+    assert np.abs(theirs - ours).mean() < 0.1
 
 
 # --- the metric on CelebA-HQ ----------------------------------------------------------------------------
@@ -135,29 +137,34 @@ def test_same_person_degraded_scores_high_and_different_people_lower(celeb, tmp_
     # (benchmarks/identity_speed.py measures all 56x55 pairs and three degradations per face). The
     # thresholds leave room for OpenCV/onnxruntime and platform differences.
     assert same.min() > 0.9, same.min()
-    assert diff.max() < 0.7 and np.median(diff) < 0.3
+    assert diff.max() < 0.7
+    assert np.median(diff) < 0.3
     assert same.min() - diff.max() > 0.3
 
 
 def test_no_face_gives_nan_with_reason_and_input_rules(celeb, lol_root):
-    names, imgs = celeb
+    _names, imgs = celeb
     scene = _q(to_tensor(read_rgb(lol_root / "eval15" / "high" / "1.png"))[:, :SIZE, :SIZE])
     refs = torch.stack([imgs[0], scene, imgs[1], imgs[2]])
     lows = [_q(refs[0] * 0.2), _q(refs[1] * 0.2), None, _q(refs[3, :, :128, :128] * 0.2)]
     ctxs = [SampleContext(f"s{i}", f"r{i}", low=lows[i]) for i in range(4)]
     metric = build_metric("id_sim")
     rows = metric.score_batch(refs, refs, ctxs)
-    assert 0.999 < rows[0]["id_sim"] <= 1.0 and 0.0 < rows[0]["id_sim_input"] < 1.0
-    assert np.isnan(rows[1]["id_sim"]) and np.isnan(rows[1]["id_sim_input"])
+    assert 0.999 < rows[0]["id_sim"] <= 1.0
+    assert 0.0 < rows[0]["id_sim_input"] < 1.0
+    assert np.isnan(rows[1]["id_sim"])
+    assert np.isnan(rows[1]["id_sim_input"])
     assert metric.last_reasons[1] == NO_FACE_REASON
-    assert rows[2]["id_sim"] > 0.999 and np.isnan(rows[2]["id_sim_input"])
+    assert rows[2]["id_sim"] > 0.999
+    assert np.isnan(rows[2]["id_sim_input"])
     assert "no model input" in metric.last_reasons[2]
-    assert np.isnan(rows[3]["id_sim_input"]) and "differ in size" in metric.last_reasons[3]
+    assert np.isnan(rows[3]["id_sim_input"])
+    assert "differ in size" in metric.last_reasons[3]
     assert metric.last_reasons[0] is None
 
 
 def test_several_faces_use_the_largest(celeb):
-    names, imgs = celeb
+    _names, imgs = celeb
     small = F.interpolate(imgs[1:2], size=(128, 128), mode="area")[0]
     canvas = torch.zeros(3, SIZE, SIZE + 128)
     canvas[:, :, :SIZE] = imgs[0]
@@ -165,28 +172,33 @@ def test_several_faces_use_the_largest(celeb):
     canvas = _q(canvas)
     search = FacePipeline("sface").load().detector.detect(to_uint8_hwc(canvas))
     assert search.n_faces == 2
-    assert search.chosen.box[0] < SIZE // 2 and search.faces[1].box[0] >= SIZE - 8  # the big one, on the left
+    assert search.chosen.box[0] < SIZE // 2
+    assert search.faces[1].box[0] >= SIZE - 8
     metric = build_metric("id_sim")
     # output: the composite with the small face removed; the chosen (big) face is untouched: id_sim ~ 1
     out = canvas.clone()
     out[:, :, SIZE:] = 0
     row = metric.score_batch(out[None], canvas[None], _ctxs(1))[0]
-    assert metric.last_face_counts == [2] and row["id_sim"] > 0.99
+    assert metric.last_face_counts == [2]
+    assert row["id_sim"] > 0.99
 
 
 def test_backend_is_recorded_and_engines_agree(celeb):
-    names, imgs = celeb
+    _names, imgs = celeb
     x, ref = _q(imgs[:4] ** 1.3), imgs[:4]
     low = _q(imgs[:4] * 0.3)
     a = build_metric("id_sim")
     b = build_metric("id_sim", backend="sface", engine="onnxruntime")
-    assert a.options["backend"] == "sface" and a.options["engine"] == "cv2"
-    assert b.metadata()["backend"] == "sface" and b.metadata()["options"]["engine"] == "onnxruntime"
+    assert a.options["backend"] == "sface"
+    assert a.options["engine"] == "cv2"
+    assert b.metadata()["backend"] == "sface"
+    assert b.metadata()["options"]["engine"] == "onnxruntime"
     ra, rb = a.score_batch(x, ref, _ctxs(4, low)), b.score_batch(x, ref, _ctxs(4, low))
     assert set(a.metadata()["weights"]) == {"face/yunet", "face/sface"}
     for u, v in zip(ra, rb):
         # cv2.dnn and onnxruntime run the same int8-dequantised graph: embeddings agree to ~3e-6
-        assert abs(u["id_sim"] - v["id_sim"]) < 1e-4 and abs(u["id_sim_input"] - v["id_sim_input"]) < 1e-4
+        assert abs(u["id_sim"] - v["id_sim"]) < 1e-4
+        assert abs(u["id_sim_input"] - v["id_sim_input"]) < 1e-4
     with pytest.raises(CalsBenchError):
         build_metric("id_sim", backend="facenet")
     with pytest.raises(CalsBenchError):
@@ -194,27 +206,31 @@ def test_backend_is_recorded_and_engines_agree(celeb):
 
 
 def test_warm_cache_skips_reference_detection_and_embedding(celeb, tmp_path):
-    names, imgs = celeb
+    _names, imgs = celeb
     out, ref, low = _q(imgs[:6] ** 1.2), imgs[:6], _q(imgs[:6] * 0.25)
     cold = build_metric("id_sim")
     cold.attach_cache(FeatureCache(tmp_path))
     v_cold = cold.score_batch(out, ref, _ctxs(6, low))
-    assert cold.pipeline.detector.calls == 6 and cold.pipeline.recognizer.faces_embedded == 18
+    assert cold.pipeline.detector.calls == 6
+    assert cold.pipeline.recognizer.faces_embedded == 18
     warm = build_metric("id_sim")  # another model scored later, in a fresh process
     warm.attach_cache(FeatureCache(tmp_path))
     v_warm = warm.score_batch(out, ref, _ctxs(6, low))
     assert warm.pipeline.detector.calls == 0  # detections and transforms came from the cache
     assert warm.pipeline.recognizer.faces_embedded == 6  # only the outputs; references and inputs cached
     for c, w in zip(v_cold, v_warm):
-        assert abs(c["id_sim"] - w["id_sim"]) < 1e-6 and abs(c["id_sim_input"] - w["id_sim_input"]) < 1e-6
+        assert abs(c["id_sim"] - w["id_sim"]) < 1e-6
+        assert abs(c["id_sim_input"] - w["id_sim_input"]) < 1e-6
 
 
 def test_identity_features_align_outputs_on_their_reference(celeb, tmp_path):
-    names, imgs = celeb
+    _names, imgs = celeb
     out, ref = _q(imgs[:3] ** 1.4), imgs[:3]
     ext = build_extractor("identity-sface")
     ext.attach_cache(FeatureCache(tmp_path))
-    assert ext.available() == (True, "") and ext.face and ext.dim == 128
+    assert ext.available() == (True, "")
+    assert ext.face
+    assert ext.dim == 128
     f_ref = ext.extract(ref, _ctxs(3), role="reference")
     f_out = ext.extract(out, _ctxs(3), role="output")
     sims = build_metric("id_sim").score_batch(out, ref, _ctxs(3))
@@ -232,7 +248,8 @@ def test_missing_face_weights_make_it_unavailable_never_a_number(monkeypatch, tm
     monkeypatch.setenv("CALS_BENCH_WEIGHTS", str(tmp_path / "empty"))
     metric = build_metric("id_sim")
     ok, reason = metric.available()
-    assert not ok and "cals-bench weights fetch face/yunet" in reason
+    assert not ok
+    assert "cals-bench weights fetch face/yunet" in reason
     with pytest.raises(WeightsUnavailable):
         metric.score_batch(celeb[1][:1], celeb[1][:1], _ctxs(1))
 
@@ -244,7 +261,8 @@ def test_insightface_without_model_reports_why(monkeypatch, tmp_path, shared_wei
     metric = build_metric("id_sim", backend="insightface")
     ok, reason = metric.available()
     assert not ok
-    assert "buffalo_l/w600k_r50.onnx not found" in reason and "model_path" in reason
+    assert "buffalo_l/w600k_r50.onnx not found" in reason
+    assert "model_path" in reason
     assert str(tmp_path / "insightface" / "models" / "buffalo_l") in reason
     assert metric.options["backend"] == "insightface"
 
@@ -297,4 +315,5 @@ def test_insightface_preprocessing_follows_insightface(tmp_path, mxnet_style):
     assert raw[0, 0].min() == (255 - mean) / std  # channel 0 is red
     emb = rec.embed(faces)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
-    assert rec.weights_used and next(iter(rec.weights_used)).startswith("insightface/")
+    assert rec.weights_used
+    assert next(iter(rec.weights_used)).startswith("insightface/")

@@ -18,7 +18,8 @@ def test_grey_is_replicated(tmp_path):
     grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
     Image.fromarray(grey, mode="L").save(tmp_path / "g.png")
     rgb = read_rgb(tmp_path / "g.png")
-    assert rgb.shape == (8, 8, 3) and rgb.dtype == np.uint8
+    assert rgb.shape == (8, 8, 3)
+    assert rgb.dtype == np.uint8
     assert all((rgb[..., c] == grey).all() for c in range(3))
 
 
@@ -35,7 +36,8 @@ def test_palette_is_expanded(tmp_path):
     img.putpixel((1, 1), 1)
     img.save(tmp_path / "p.png")
     rgb = read_rgb(tmp_path / "p.png")
-    assert rgb[0, 0].tolist() == [255, 0, 0] and rgb[1, 1].tolist() == [0, 255, 0]
+    assert rgb[0, 0].tolist() == [255, 0, 0]
+    assert rgb[1, 1].tolist() == [0, 255, 0]
 
 
 def test_opaque_rgba_accepted_transparent_refused(tmp_path):

@@ -61,7 +61,8 @@ def test_vgg_variant_runs_and_matches_lpips_package(examples):
 
 def test_metric_equals_functional_symmetric_and_zero_on_identical(examples):
     metric = build_metric("lpips")
-    assert metric.options == {"net": "alex"} and metric.columns == {"lpips": False}
+    assert metric.options == {"net": "alex"}
+    assert metric.columns == {"lpips": False}
     ref, p0 = examples["ex_ref"], examples["ex_p0"]
     v = metric.score_batch(p0, ref, [_ctx()])[0]["lpips"]
     # Same model and inputs, the metric concatenates output and reference in one pass: 1e-6.
@@ -86,7 +87,8 @@ def test_missing_weights_make_it_unavailable_never_a_number(monkeypatch, tmp_pat
     metric = build_metric("lpips")
     ok, reason = metric.available()
     assert not ok
-    assert "cals-bench weights fetch" in reason and "backbone/alexnet-features" in reason
+    assert "cals-bench weights fetch" in reason
+    assert "backbone/alexnet-features" in reason
     with pytest.raises(WeightsUnavailable):
         metric.score_batch(examples["ex_p0"], examples["ex_ref"], [_ctx()])
 
@@ -174,7 +176,7 @@ def _fake_spec(
 
 
 def test_converted_torchvision_checkpoint_is_verified_by_content(monkeypatch, tmp_path, use_spec):
-    spec, ckpt, features = _fake_spec(monkeypatch, tmp_path, use_spec)
+    spec, _ckpt, features = _fake_spec(monkeypatch, tmp_path, use_spec)
     resolved = weights.resolve(spec.name)
     assert resolved.where == "torch-hub"
     assert resolved.path == weights.cache_dir() / spec.relpath
@@ -182,8 +184,10 @@ def test_converted_torchvision_checkpoint_is_verified_by_content(monkeypatch, tm
     assert resolved.sha256 != spec.sha256
     # ... yet it holds exactly the features, and resolving it again (now from the cache) re-verifies it
     loaded, again = weights.load_torch(spec.name)
-    assert set(loaded) == set(features) and all(torch.equal(loaded[k], features[k]) for k in features)
-    assert again.where == "cache" and again.identity == f"tensors:{spec.content_sha256}"
+    assert set(loaded) == set(features)
+    assert all(torch.equal(loaded[k], features[k]) for k in features)
+    assert again.where == "cache"
+    assert again.identity == f"tensors:{spec.content_sha256}"
     assert again.record()["content_sha256"] == spec.content_sha256
 
 
@@ -199,7 +203,7 @@ def test_tampered_converted_copy_is_refused(monkeypatch, tmp_path, use_spec):
 
 
 def test_upstream_with_wrong_hash_prefix_is_refused(monkeypatch, tmp_path, use_spec):
-    spec, ckpt, _ = _fake_spec(monkeypatch, tmp_path, use_spec)
+    spec, _ckpt, _ = _fake_spec(monkeypatch, tmp_path, use_spec)
     use_spec(dataclasses.replace(spec, source_sha256_prefix="00000000"))
     with pytest.raises(WeightsHashMismatch, match="upstream file"):
         weights.resolve(spec.name)

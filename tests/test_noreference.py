@@ -85,7 +85,9 @@ def test_matlab_conventions():
     assert np.allclose(matlab.imresize(np.full((20, 10), 3.0), 0.5), 3.0, atol=1e-12)
     # MATLAB's 0.2:0.001:10 has 9801 values, both ends exact
     g = matlab.colon(0.2, 0.001, 10.0)
-    assert g.size == 9801 and g[0] == 0.2 and g[-1] == 10.0
+    assert g.size == 9801
+    assert g[0] == 0.2
+    assert g[-1] == 10.0
 
 
 def test_aggd_grid_search_equals_full_scan():
@@ -95,7 +97,8 @@ def test_aggd_grid_search_equals_full_scan():
     scan = np.argmin((_R_GAM[None, :] - np.where(np.isnan(v), 0, v)[:, None]) ** 2, axis=1)
     scan[np.isnan(v)] = 0
     assert np.array_equal(_nearest_on_grid(v), scan)
-    assert np.all(np.diff(_R_GAM) > 0) and _GAM.size == _R_GAM.size
+    assert np.all(np.diff(_R_GAM) > 0)
+    assert _GAM.size == _R_GAM.size
 
 
 def test_exposure_report_against_direct_counts_and_skimage():
@@ -112,7 +115,8 @@ def test_exposure_report_against_direct_counts_and_skimage():
     )
     assert r["clipped_low"] == np.mean([(p == 0).any() for p in img.reshape(-1, 3)])
     assert r["clipped_high"] == np.mean([(p == 255).any() for p in img.reshape(-1, 3)])
-    assert r["clipped_low"] >= 250 / 2000 and r["clipped_high"] >= 100 / 2000
+    assert r["clipped_low"] >= 250 / 2000
+    assert r["clipped_high"] >= 100 / 2000
     # CIELAB as scikit-image computes it, within 0.01: skimage takes the rounded CIE D65 white (0.95047, 1,
     # 1.08883) where cals-bench takes the image of sRGB white (so that neutral greys have no cast at all)
     lab = rgb2lab(img)
@@ -149,7 +153,8 @@ def test_unpaired_run_scores_outputs_and_deltas(tmp_path, shared_dir, shared_wei
     res = evaluate(
         proto, "gamma", {"gamma": 2.0}, data_root=root, store=store, progress=False, extra_metrics=("psnr",)
     )
-    assert res.meta["status"] == "finished" and not res.failures
+    assert res.meta["status"] == "finished"
+    assert not res.failures
     assert "reference" in res.meta["unavailable_metrics"]["psnr"]
     scores = store.scores(res.run_id).pivot(index="sample_id", columns="metric", values="value")
     assert {"niqe", "niqe_delta", "piqe", "piqe_delta", "brightness", "color_cast_delta"} <= set(scores)
@@ -163,21 +168,23 @@ def test_unpaired_run_scores_outputs_and_deltas(tmp_path, shared_dir, shared_wei
         exp_in, exp_out = exposure_report(low), exposure_report(out)
         assert math.isclose(scores.at[sid, "brightness_delta"], exp_out["brightness"] - exp_in["brightness"])
         assert scores.at[sid, "brightness_delta"] > 0.05  # gamma 2 brightens
-    assert (
-        res.meta["metric_directions"]["niqe"] is False and res.meta["metric_directions"]["brightness"] is None
-    )
+    assert res.meta["metric_directions"]["niqe"] is False
+    assert res.meta["metric_directions"]["brightness"] is None
     # the audit page shows image grids of input and output (no reference column); the leaderboard shows
     # the no-reference columns flagged (NR), with their direction
     from cals_bench.report import render_audit
     from cals_bench.report.leaderboard import build_leaderboard, leaderboard_text
 
     page = render_audit(store, res.run_id, root=tmp_path / "reports").read_text()
-    assert 'alt="low (input) of sample 01"' in page and 'alt="output of sample 01"' in page
-    assert "reference of sample" not in page and "No reference images" in page
+    assert 'alt="low (input) of sample 01"' in page
+    assert 'alt="output of sample 01"' in page
+    assert "reference of sample" not in page
+    assert "No reference images" in page
     board = leaderboard_text(
         build_leaderboard(store, "unpaired-folder", root=tmp_path / "reports"), "markdown"
     )
-    assert "niqe (NR) \u2193" in board and "piqe\\_delta (NR) \u2193" in board
+    assert "niqe (NR) \u2193" in board
+    assert "piqe\\_delta (NR) \u2193" in board
     assert "brightness (NR) |" in board  # descriptive: no arrow
 
 
@@ -226,14 +233,16 @@ def test_paired_protocol_with_a_no_reference_column(tmp_path, shared_dir, shared
         protocols.load(str(tmp_path / "p.yaml")), "identity", data_root=root, store=store, progress=False
     )
     scores = store.scores(res.run_id).pivot(index="sample_id", columns="metric", values="value")
-    assert {"psnr", "niqe", "niqe_delta"} <= set(scores) and len(scores) == 4
+    assert {"psnr", "niqe", "niqe_delta"} <= set(scores)
+    assert len(scores) == 4
     assert (scores["niqe_delta"] == 0).all()  # identity: output == input
     meta = next(m for m in res.meta["metrics"] if m["name"] == "niqe")
     assert meta["needs_reference"] is False
     # the audit's groups cover the no-reference column like any other
     result, _ = audit_run(store, res.meta)
     rows = result.groups[(result.groups["metric"] == "niqe") & (result.groups["grouping"] == "grp")]
-    assert sorted(rows["group"]) == ["a", "b"] and rows["n"].tolist() == [2, 2]
+    assert sorted(rows["group"]) == ["a", "b"]
+    assert rows["n"].tolist() == [2, 2]
     mean_a = rows.loc[rows["group"] == "a", "mean"].item()
     assert math.isclose(mean_a, scores.loc[["01", "02"], "niqe"].mean(), rel_tol=1e-12)
 
@@ -243,14 +252,17 @@ def test_dicm_protocol_pins_the_shared_files(shared_dir):
     from cals_bench.data.io import sha256_path
 
     proto = protocols.load("dicm")
-    assert len(proto.dataset.files) == 64 and proto.dataset.expected_count == 64
+    assert len(proto.dataset.files) == 64
+    assert proto.dataset.expected_count == 64
     here = sorted(p.name for p in (shared_dir / "data" / "dicm").iterdir())
     assert len(here) == 24
     for name in here:
         assert proto.dataset.checksums[name] == sha256_path(shared_dir / "data" / "dicm" / name)
     for name in ("lime", "mef", "npe", "vv"):
         p = protocols.load(name)
-        assert p.dataset.layout == "unpaired" and p.dataset.source and p.dataset.citation
+        assert p.dataset.layout == "unpaired"
+        assert p.dataset.source
+        assert p.dataset.citation
 
 
 def test_missing_listed_file_fails_its_sample(tmp_path, shared_dir, shared_weights):
@@ -264,4 +276,6 @@ def test_missing_listed_file_fails_its_sample(tmp_path, shared_dir, shared_weigh
     assert all("published file list but missing" in (s.error or "") for s in samples)
     _, samples = load_samples(protocols.load("unpaired-folder"), root)
     low, ref = samples[0].load()
-    assert ref is None and low.shape == (640, 480, 3) and low.dtype == np.uint8  # 01.jpg is portrait
+    assert ref is None
+    assert low.shape == (640, 480, 3)
+    assert low.dtype == np.uint8

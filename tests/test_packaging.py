@@ -136,7 +136,8 @@ def test_wheel_installs_nothing_at_the_top_level_but_cals_bench(wheel):
     ):
         assert needed in names, needed
     configs = [n for n in names if n.startswith("cals_bench/reference_models/") and "/configs/" in n]
-    assert configs and all(n.endswith(".yaml") for n in configs)
+    assert configs
+    assert all(n.endswith(".yaml") for n in configs)
 
 
 def test_wheel_in_a_fresh_environment_loads_protocols_models_and_configs(wheel, tmp_path):
@@ -181,10 +182,13 @@ print(json.dumps({
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["file"].startswith(str(purelib)), got["file"]
-    assert got["protocol"][0] == "lol-v1" and got["protocol"][1].startswith("bada245b55492fc6")
+    assert got["protocol"][0] == "lol-v1"
+    assert got["protocol"][1].startswith("bada245b55492fc6")
     assert {"lol-v1", "demo", "utkface"} <= set(got["builtins"])
-    assert got["models"][0] == 0 and "zero-dce" in got["models"][1], got["models"][1][-2000:]
-    assert got["configs"][0] == 0 and "cals" in got["configs"][1], got["configs"][1][-2000:]
+    assert got["models"][0] == 0, got["models"][1][-2000:]
+    assert "zero-dce" in got["models"][1], got["models"][1][-2000:]
+    assert got["configs"][0] == 0, got["configs"][1][-2000:]
+    assert "cals" in got["configs"][1], got["configs"][1][-2000:]
     # every weight file is declared beside its model, and the installed modules still declare them all
     snapshot = json.loads((ROOT / "tests" / "data" / "weights_snapshot.json").read_text())
     assert got["weights"][0] == 0, got["weights"][1][-2000:]

@@ -13,7 +13,8 @@ BUILTIN = ["demo", "lol-v1", "lol-v2-real", "lol-v2-synthetic", "paired-folder"]
 @pytest.mark.parametrize("name", BUILTIN)
 def test_builtin_protocols_validate(name):
     p = protocol.load(name)
-    assert p.name == name and p.version >= 1
+    assert p.name == name
+    assert p.version >= 1
     assert len(p.hash) == 64
     assert p.metrics
 
@@ -89,4 +90,6 @@ def test_include_merges(tmp_path):
     (tmp_path / "base.yaml").write_text(BASE)
     p = _write(tmp_path, "include: base.yaml\nname: y\nmetrics: [psnr, ssim]\n")
     got = protocol.load_file(p)
-    assert got.name == "y" and got.metrics == ["psnr", "ssim"] and got.dataset.low_dir == "low"
+    assert got.name == "y"
+    assert got.metrics == ["psnr", "ssim"]
+    assert got.dataset.low_dir == "low"

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import ClassVar
 
 import pytest
 
@@ -19,13 +20,13 @@ def test_a_second_metric_class_under_psnr_is_refused():
 
     class Impostor(Metric):
         name = "psnr"
-        columns = {"psnr": True}
+        columns: ClassVar[dict[str, bool | None]] = {"psnr": True}
 
         def score_batch(self, output, reference, contexts):
             return [{"psnr": 99.0} for _ in contexts]
 
     with pytest.raises(
-        ValueError, match="metric name 'psnr' registered twice: .*fidelity:PeakSignalNoiseRatio and"
+        ValueError, match=r"metric name 'psnr' registered twice: .*fidelity:PeakSignalNoiseRatio and"
     ):
         register_metric(Impostor)
     assert METRICS.get("psnr") is PeakSignalNoiseRatio
@@ -58,7 +59,7 @@ def test_a_second_enhancer_class_under_identity_is_refused():
             return x
 
     sanity_identity = ENHANCERS.get("identity")
-    with pytest.raises(ValueError, match="enhancer name 'identity' registered twice: cals_bench.sanity:"):
+    with pytest.raises(ValueError, match=r"enhancer name 'identity' registered twice: cals_bench.sanity:"):
         register_enhancer("identity")(Impostor)
     assert registry()["identity"].cls is sanity_identity
     assert type(load_enhancer("identity")) is sanity_identity
@@ -189,9 +190,10 @@ def test_a_second_training_task_or_source_under_a_taken_name_is_refused():
     class Impostor(TrainableModel):
         pass
 
-    with pytest.raises(ValueError, match="training task name 'iaml' registered twice: .*trainer:"):
+    with pytest.raises(ValueError, match=r"training task name 'iaml' registered twice: .*trainer:"):
         register_task("iaml")(Impostor)
-    assert TASKS.get("iaml") is iaml and iaml.task == "iaml"
+    assert TASKS.get("iaml") is iaml
+    assert iaml.task == "iaml"
 
     def other(data, options, data_root, seed):
         raise AssertionError("never called")
@@ -227,8 +229,10 @@ def test_report_presentation_comes_from_the_metric_class():
     @register_metric
     class Brightness(Metric):
         name = "test-brightness"
-        columns = {"test-brightness": None, "test-brightness_input": None}
-        column_formats = {"test-brightness": ColumnFormat("Brightness", unit="%", decimals=1)}
+        columns: ClassVar[dict[str, bool | None]] = {"test-brightness": None, "test-brightness_input": None}
+        column_formats: ClassVar[dict[str, ColumnFormat]] = {
+            "test-brightness": ColumnFormat("Brightness", unit="%", decimals=1)
+        }
         diagnostic = True
 
         def score_batch(self, output, reference, contexts):

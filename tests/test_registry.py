@@ -83,7 +83,7 @@ def test_entry_points_are_listed_at_once_and_imported_only_when_used(plugin_dist
     assert reg.origin("answer") == "entry point demo_plugin_mod:VALUE"
     assert reg.get("answer") == 42
     assert "demo_plugin_mod" in sys.modules
-    with pytest.raises(CalsBenchError, match="widget 'broken' .* failed to import: ModuleNotFoundError"):
+    with pytest.raises(CalsBenchError, match=r"widget 'broken' .* failed to import: ModuleNotFoundError"):
         reg.get("broken")
 
 

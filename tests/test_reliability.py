@@ -14,6 +14,7 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,8 @@ def _strict_json(text: str):
 def _one_line_error(res) -> str:
     assert res.exit_code == 2, (res.exit_code, res.output)
     lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: "), res.stderr
     assert "Traceback" not in res.output
     return lines[0]
 
@@ -90,17 +92,20 @@ def test_force_keeps_the_old_run_until_the_new_one_finishes(tmp_path, proto):
     assert "device" in _one_line_error(bad)
     # an error in the middle of the replacement run (the model fails every batch: the run stops)
     res = _run(*base, "--force", env={"CALS_TEST_BOOM": "1"})
-    assert res.exit_code == 2 and "boom on purpose" in res.stderr
+    assert res.exit_code == 2
+    assert "boom on purpose" in res.stderr
     # the old run, its record and outputs are intact, and a plain rerun reuses it
     assert sorted(p.name for p in (run_dir / "outputs").iterdir()) == before
     assert _strict_json((run_dir / "run.json").read_text())["status"] == "finished"
     assert len(pd.read_parquet(run_dir / "records.parquet")) == 8
     again = json.loads(_run(*base).stdout)
-    assert again["reused"] and again["run_id"] == first["run_id"]
+    assert again["reused"]
+    assert again["run_id"] == first["run_id"]
     assert again["metrics"]["psnr"]["mean"] == first["metrics"]["psnr"]["mean"]
     # a --force that finishes replaces it: one finished run with that key, the old folder gone
     new = json.loads(_run(*base, "--force").stdout)
-    assert not new["reused"] and new["metrics"]["psnr"]["count"] == 4
+    assert not new["reused"]
+    assert new["metrics"]["psnr"]["count"] == 4
     listed = json.loads(_run("runs", "list", "--results", results, "--json").stdout)
     assert [r["run_id"] for r in listed if r["status"] == "finished"] == [new["run_id"]]
     assert not run_dir.exists() or new["run_id"] == first["run_id"]
@@ -122,7 +127,8 @@ def test_user_protocol_may_not_take_a_builtin_name(tmp_path):
     path.write_text(yaml.safe_dump(forged))
     res = _run("run", "--protocol", path, "--results", tmp_path / "r")
     line = _one_line_error(res)
-    assert "built-in protocol" in line and "lol-v1" in line
+    assert "built-in protocol" in line
+    assert "lol-v1" in line
     # an exact copy of the built-in file is the built-in protocol, and loads
     copy = tmp_path / "copy" / "lol-v1.yaml"
     copy.parent.mkdir()
@@ -151,10 +157,13 @@ def test_builtin_leaderboard_admits_only_the_exact_hash(tmp_path):
     other = build_leaderboard(store, "paired-folder", root=tmp_path / "rep", protocol_hash=builtin.hash[:12])
     assert [r.run_id for r in other.rows] == [forged.run_id]
     md = leaderboard_text(other, "markdown")
-    assert "not the built-in" in md and builtin.hash[:12] in md
+    assert "not the built-in" in md
+    assert builtin.hash[:12] in md
     res = _run("leaderboard", "--protocol", "paired-folder", "--hash", builtin.hash[:12], "--markdown",
                "--results", tmp_path / "r", "--reports", tmp_path / "rep")  # fmt: skip
-    assert res.exit_code == 0 and "NOT the built-in protocol" in res.stdout and "identity" in res.stdout
+    assert res.exit_code == 0
+    assert "NOT the built-in protocol" in res.stdout
+    assert "identity" in res.stdout
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -187,9 +196,12 @@ def test_incomplete_runs_rank_after_complete_ones(tmp_path, proto):
     assert [r.run_id for r in lb.rows] == [honest["run_id"], cheat_run["run_id"]]
     assert [r.rank for r in lb.rows] == [1, None]
     flag = [f for f in lb.rows[1].flags if f.text.startswith("incomplete")]
-    assert flag and "3/4" in flag[0].text and "not ranked" in flag[0].title
+    assert flag
+    assert "3/4" in flag[0].text
+    assert "not ranked" in flag[0].title
     md = leaderboard_text(lb, "markdown")
-    assert "incomplete" in md and "not ranked" in md
+    assert "incomplete" in md
+    assert "not ranked" in md
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -210,12 +222,14 @@ def test_identical_output_gets_the_psnr_cap_and_ranks_first(tmp_path, proto):
     assert res.exit_code == 0, res.output
     assert "inf" not in res.stdout.lower()
     payload = _strict_json(res.stdout)
-    assert payload["metrics"]["psnr"]["mean"] == PSNR_CAP_DB and payload["metrics"]["psnr"]["count"] == 3
+    assert payload["metrics"]["psnr"]["mean"] == PSNR_CAP_DB
+    assert payload["metrics"]["psnr"]["count"] == 3
     run_json = (results / "runs" / payload["run_id"] / "run.json").read_text()
     assert _strict_json(run_json)["summary"]["psnr"]["mean"] == PSNR_CAP_DB
     _run("run", "--model", "gamma", *common)
     lb = build_leaderboard(Store(results), "fast", root=tmp_path / "rep")
-    assert lb.rows[0].model == "identity" and lb.rows[0].rank == 1
+    assert lb.rows[0].model == "identity"
+    assert lb.rows[0].rank == 1
     cell = lb.rows[0].cells["psnr"]
     assert (cell.mean, cell.lo, cell.hi) == (PSNR_CAP_DB, PSNR_CAP_DB, PSNR_CAP_DB)
     assert "inf" not in leaderboard_text(lb, "markdown")
@@ -248,7 +262,8 @@ def test_output_names_are_injective(tmp_path, proto):
     ids = ["a b", "a-b", "a?b", "a/b", "a__b", "a_/b", "a/_b", "x" * 200, "x" * 201]
     names = [output_name(i) for i in ids]
     assert len(set(names)) == len(names)
-    assert output_name("a-b") == "a-b" and output_name("1") == "1"  # plain ids keep their name
+    assert output_name("a-b") == "a-b"
+    assert output_name("1") == "1"
     data = tmp_path / "d"
     (data / "low").mkdir(parents=True)
     (data / "high").mkdir()
@@ -282,19 +297,22 @@ def test_runs_rebuild_after_a_lost_or_damaged_index(tmp_path, proto):
     for suffix in ("-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     line = _one_line_error(_run("runs", "list", "--results", results))
-    assert "damaged" in line and "cals-bench runs rebuild" in line
+    assert "damaged" in line
+    assert "cals-bench runs rebuild" in line
     res = _run("runs", "rebuild", "--results", results)
     assert res.exit_code == 0, res.output
     assert "1 run" in res.stdout
     shown = json.loads(_run("runs", "show", first["run_id"], "--results", results, "--json").stdout)
     assert shown["summary"]["psnr"]["mean"] == pytest.approx(first["metrics"]["psnr"]["mean"], abs=0)
     again = json.loads(_run("run", *common).stdout)
-    assert again["reused"] and again["run_id"] == first["run_id"]
+    assert again["reused"]
+    assert again["run_id"] == first["run_id"]
     # a deleted index: the run folders are re-indexed
     for p in results.glob("index.sqlite*"):
         p.unlink()
     again = json.loads(_run("run", *common).stdout)
-    assert again["reused"] and again["metrics"] == first["metrics"]
+    assert again["reused"]
+    assert again["metrics"] == first["metrics"]
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 6
 
@@ -315,7 +333,8 @@ def test_a_cut_short_run_record_is_skipped_by_the_leaderboard(tmp_path, proto):
     assert [r.run_id for r in lb.rows] == [a["run_id"]]
     assert any(b["run_id"] in n and "damaged" in n for n in lb.notes)
     line = _one_line_error(_run("runs", "show", b["run_id"], "--results", results))
-    assert b["run_id"] in line and "runs rebuild" in line
+    assert b["run_id"] in line
+    assert "runs rebuild" in line
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -372,7 +391,8 @@ def test_a_model_stuck_beyond_the_alarm_is_stopped_by_the_watchdog(tmp_path, pro
         cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "CALS_BENCH_HARD_GRACE_S": "2"}
     )
     assert done.returncode == 2, done.stderr
-    assert "could not be interrupted" in done.stderr and "stuck" in done.stderr
+    assert "could not be interrupted" in done.stderr
+    assert "stuck" in done.stderr
     with sqlite3.connect(results / "index.sqlite") as con:
         assert con.execute("SELECT status FROM runs").fetchall() == [("stopped",)]
         rows = dict(con.execute("SELECT sample_id, status FROM samples").fetchall())
@@ -400,7 +420,8 @@ def test_a_model_that_exits_fails_the_run_with_its_name(tmp_path, proto, call, n
         res = _run(*args, "--results", results)
         code, stderr = res.exit_code, res.stderr
     assert code == 2, (code, stderr)
-    assert named in stderr and "quitter" in stderr
+    assert named in stderr
+    assert "quitter" in stderr
     with sqlite3.connect(results / "index.sqlite") as con:
         assert con.execute("SELECT status FROM runs").fetchall() == [("stopped",)]
 
@@ -442,8 +463,10 @@ def test_decompression_bomb_fails_its_sample_only(tmp_path, proto):
     assert res.exit_code == 3, res.output
     payload = json.loads(res.stdout)
     assert [f["sample_id"] for f in payload["failures"]] == ["001"]
-    assert "001.png" in payload["failures"][0]["error"] and "pixels" in payload["failures"][0]["error"]
-    assert payload["metrics"]["psnr"]["count"] == 2 and payload["status"] == "finished-with-failures"
+    assert "001.png" in payload["failures"][0]["error"]
+    assert "pixels" in payload["failures"][0]["error"]
+    assert payload["metrics"]["psnr"]["count"] == 2
+    assert payload["status"] == "finished-with-failures"
 
 
 def test_protocol_max_pixels(tmp_path):
@@ -458,10 +481,8 @@ def test_protocol_max_pixels(tmp_path):
     payload = json.loads(res.stdout)
     assert res.exit_code == 3
     assert [f["sample_id"] for f in payload["failures"]] == ["000"]
-    assert (
-        "64x48 = 3072 pixels" in payload["failures"][0]["error"]
-        and "max_pixels 2000" in payload["failures"][0]["error"]
-    )
+    assert "64x48 = 3072 pixels" in payload["failures"][0]["error"]
+    assert "max_pixels 2000" in payload["failures"][0]["error"]
 
 
 def test_a_metric_that_fails_gives_a_non_zero_status(tmp_path):
@@ -470,7 +491,7 @@ def test_a_metric_that_fails_gives_a_non_zero_status(tmp_path):
     @register_metric
     class OutOfMemoryOnLarge(Metric):
         name = "test-oom-on-large"
-        columns = {"test-oom-on-large": True}
+        columns: ClassVar[dict[str, bool | None]] = {"test-oom-on-large": True}
 
         def score_batch(self, output, reference, contexts):
             if output.shape[-1] * output.shape[-2] > 2000:
@@ -518,7 +539,8 @@ def test_yaml_aliases_are_refused(tmp_path):
     p = tmp_path / "bomb.yaml"
     p.write_text(BOMB)
     line = _one_line_error(_run("protocols", "show", p))
-    assert "bomb.yaml" in line and "alias" in line
+    assert "bomb.yaml" in line
+    assert "alias" in line
     from cals_bench.errors import CalsBenchError
     from cals_bench.train.config import load_config
 
@@ -549,8 +571,10 @@ def test_model_prints_do_not_reach_json_stdout(tmp_path, proto, capfd):
     assert res.exit_code == 0, res.output
     payload = _strict_json(res.stdout)  # Python's print went to stderr, not into the JSON
     assert payload["metrics"]["psnr"]["count"] == 2
-    assert "hello from print" in res.stderr and "hello from print" not in res.stdout
-    assert "raw fd write" in fds.err and "raw fd write" not in fds.out
+    assert "hello from print" in res.stderr
+    assert "hello from print" not in res.stdout
+    assert "raw fd write" in fds.err
+    assert "raw fd write" not in fds.out
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -588,7 +612,8 @@ def test_protocol_not_utf8(tmp_path):
     p = tmp_path / "latin.yaml"
     p.write_bytes(FAST.replace("title: psnr/ssim", "title: caf\xe9").encode("latin-1"))
     line = _one_line_error(_run("protocols", "show", p))
-    assert "latin.yaml" in line and "UTF-8" in line
+    assert "latin.yaml" in line
+    assert "UTF-8" in line
 
 
 def test_two_identical_runs_at_once(tmp_path, proto):
@@ -626,7 +651,8 @@ def test_dataset_folders_may_not_escape_the_data_root(tmp_path):
         p = tmp_path / "p.yaml"
         p.write_text(FAST.replace("low_dir: low", f"low_dir: {bad}"))
         line = _one_line_error(_run("protocols", "show", p))
-        assert "dataset: low_dir" in line and "inside the data root" in line
+        assert "dataset: low_dir" in line
+        assert "inside the data root" in line
 
 
 def test_16_bit_rgb_follows_the_rounding_rule(tmp_path):
@@ -655,8 +681,10 @@ def test_data_check_opens_the_images(tmp_path, proto):
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(data / "low" / "002.png")
     res = _run("data", "check", "--protocol", proto, "--data-root", data)
     assert res.exit_code == 2
-    assert "001.png" in res.stdout and "unreadable" in res.stdout
-    assert "002.png" in res.stdout and "pixels" in res.stdout
+    assert "001.png" in res.stdout
+    assert "unreadable" in res.stdout
+    assert "002.png" in res.stdout
+    assert "pixels" in res.stdout
 
 
 def test_checkpoint_refusal_says_why(tmp_path):
@@ -676,7 +704,8 @@ def test_checkpoint_refusal_says_why(tmp_path):
     with pytest.raises(CalsBenchError) as info:
         load(path)
     assert "weights_only" not in str(info.value)  # never torch's advice to load it unsafely
-    assert "posix.getcwd" in str(info.value) and "not loaded" in str(info.value)
+    assert "posix.getcwd" in str(info.value)
+    assert "not loaded" in str(info.value)
     assert torch.load  # the refusal came from torch's safe loader, not from running the file
 
 

@@ -9,6 +9,7 @@ import csv
 import io
 import itertools
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ class PublishedModel(Enhancer):
     """A brightening curve with figures declared for the test protocol: one our run matches, one it cannot."""
 
     name = "published-test-model"
-    published = {
+    published: ClassVar[dict[str, Any]] = {
         "glance-test": [
             Published(kind="paper", source="a paper", scores={"psnr": 0.0}, args={"gain": 2.0}),
             Published(
@@ -77,9 +78,9 @@ def test_published_entries_match_by_arguments_and_tolerance():
     # Short form: one paper entry per metric.
     short = normalise({"lol-v1": {"psnr": (23.38, "README")}})["lol-v1"]
     assert [(p.kind, dict(p.scores), p.source) for p in short] == [("paper", {"psnr": 23.38}, "README")]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="published figure kind must be one of"):
         Published(kind="blog", source="x", scores={"psnr": 1.0})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="published psnr must be a finite number"):
         Published(kind="paper", source="x", scores={"psnr": float("nan")})
 
     from cals_bench.baselines.iat import IAT
@@ -91,11 +92,13 @@ def test_published_entries_match_by_arguments_and_tolerance():
     readme = [a for a in got if a.entry.kind == "readme"]
     assert {a.metric: a.reported for a in readme} == {"psnr": 23.38, "ssim": 0.809}
     psnr = next(a for a in readme if a.metric == "psnr")
-    assert psnr.diff == pytest.approx(0.001, abs=1e-12) and psnr.ok  # tolerance 0.1 dB
+    assert psnr.diff == pytest.approx(0.001, abs=1e-12)
+    assert psnr.ok
     assert not [a for a in agreements(entries, {"variant": "lol"}, ours) if a.entry.kind == "readme"]
     # 0.2 dB off is flagged.
     off = next(a for a in agreements(entries, {"variant": "lol_v1"}, {"psnr": 23.18}) if a.metric == "psnr")
-    assert off.ok is False and off.diff == pytest.approx(-0.2)
+    assert off.ok is False
+    assert off.diff == pytest.approx(-0.2)
 
 
 def _meta(cls: type, args: dict, given: dict | None) -> dict:
@@ -145,7 +148,8 @@ def test_speed_is_the_median_time_per_megapixel():
     rates = [30.0 / 0.24, 12.0 / 0.24, 24.0 / 0.06]  # ms per megapixel of each scored sample
     assert sp.ms_per_megapixel == pytest.approx(float(np.median(rates)), rel=1e-12)
     assert sp.mean_ms_per_megapixel == pytest.approx(66.0 / 0.54, rel=1e-12)
-    assert sp.n == 3 and sp.device_text == "cpu (Some CPU), 2 threads"
+    assert sp.n == 3
+    assert sp.device_text == "cpu (Some CPU), 2 threads"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -177,15 +181,18 @@ def test_overall_paired_difference_is_tested_at_15_pairs():
     table = compare(rec(a), rec(b), attrs, settings, directions={"psnr": True}, label_a="A", label_b="B")
     overall = table[table["grouping"] == "overall"].iloc[0]
     d = a - b
-    assert overall["n_pairs"] == 15 and not overall["small_group"]
+    assert overall["n_pairs"] == 15
+    assert not overall["small_group"]
     # scipy's exact test, and an independent enumeration of the 2^15 sign flips, to float precision.
     assert overall["p_wilcoxon"] == pytest.approx(stats.wilcoxon(d, method="exact").pvalue, rel=1e-12)
     assert overall["p_wilcoxon"] == pytest.approx(_exact_signed_rank_p(d), rel=1e-9)
     assert math.isfinite(overall["p_bootstrap"])
-    assert "Wilcoxon exact, n = 15 pairs" in overall["note"] and "low power" in overall["note"]
+    assert "Wilcoxon exact, n = 15 pairs" in overall["note"]
+    assert "low power" in overall["note"]
     # Groups below min_group_size are still shown and not tested.
     groups = table[table["grouping"] == "grp"]
-    assert groups["small_group"].all() and groups["p_wilcoxon"].isna().all()
+    assert groups["small_group"].all()
+    assert groups["p_wilcoxon"].isna().all()
     assert groups["note"].str.contains("not tested").all()
 
 
@@ -262,24 +269,33 @@ def test_leaderboard_columns_and_exports(board):
     assert mine["psnr_authors_code_within_tolerance"] == "True"
     assert gamma["psnr_published"] == ""  # gamma declares nothing
     # Parameters and speed, from the record and the per-sample rows.
-    assert mine["parameters"] == "0" and gamma["model_args_non_default"] == '{"gamma": 2.5}'
+    assert mine["parameters"] == "0"
+    assert gamma["model_args_non_default"] == '{"gamma": 2.5}'
     samples = store.samples(ours.run_id)
     rate = samples["time_ms"] / (samples["height"] * samples["width"] / 1e6)
     assert float(mine["ms_per_megapixel"]) == pytest.approx(float(rate.median()), rel=1e-12)
-    assert mine["model_args_non_default"] == "" and mine["model_args"] == '{"gain": 2.0}'
+    assert mine["model_args_non_default"] == ""
+    assert mine["model_args"] == '{"gain": 2.0}'
 
     md = (folder / "leaderboard.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| #"))
-    assert "Params" in header and "ms/MP" in header and "Published" in header and "authors' code" in header
+    assert "Params" in header
+    assert "ms/MP" in header
+    assert "Published" in header
+    assert "authors' code" in header
     row = next(line for line in md.splitlines() if PublishedModel.name in line)
-    assert "OFF" in row and fmt_speed(float(rate.median())) in row
-    assert "&quot;" not in md and "&lt;" not in md
+    assert "OFF" in row
+    assert fmt_speed(float(rate.median())) in row
+    assert "&quot;" not in md
+    assert "&lt;" not in md
 
     html = page.read_text()
-    assert "quality-vs-speed.png" in html and "quality-vs-disparity.png" in html
+    assert "quality-vs-speed.png" in html
+    assert "quality-vs-disparity.png" in html
     for name in ("quality-vs-speed.png", "quality-vs-disparity.png"):
         with Image.open(folder / "leaderboard-plots" / name) as im:
-            assert im.size[0] > 300 and im.size[1] > 200
+            assert im.size[0] > 300
+            assert im.size[1] > 200
     assert 'badge failed">off</span>' in html  # the paper figure is flagged on the page, with why
     assert '<div class="why muted">no known reason: see the model card</div>' in html
 
@@ -321,8 +337,20 @@ def test_run_json_carries_the_audit_headline(board, tmp_path):
     )
     res = CliRunner().invoke(
         main,
-        ["run", "--protocol", str(tmp_path / "p.yaml"), "--model", "identity", "--data-root", data]
-        + ["--results", str(tmp_path / "results"), "--json", "--no-report", "--quiet"],
+        [
+            "run",
+            "--protocol",
+            str(tmp_path / "p.yaml"),
+            "--model",
+            "identity",
+            "--data-root",
+            data,
+            "--results",
+            str(tmp_path / "results"),
+            "--json",
+            "--no-report",
+            "--quiet",
+        ],
         env={"CALS_BENCH_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")},
     )
     assert res.exit_code == 0, res.output
@@ -333,16 +361,20 @@ def test_run_json_carries_the_audit_headline(board, tmp_path):
     run_id = json.loads(res.stdout)["run_id"]
     result, _ = load_audit(run_store, run_id)
     s = result.gpi_summary.iloc[0]
-    assert head["grouped"] and head["group_by"] == ["grp"] and head["headline"] == "1-D GPI of SSIM by grp"
+    assert head["grouped"]
+    assert head["group_by"] == ["grp"]
+    assert head["headline"] == "1-D GPI of SSIM by grp"
     assert head["gpi_sum"] == pytest.approx(float(s["gpi_sum"]), rel=1e-12)
     assert head["gpi_gap"] == pytest.approx(float(s["gpi_gap"]), rel=1e-12)
-    assert head["p"] == pytest.approx(float(s["p_value"])) and head["worst_group"] == s["worst_group"]
+    assert head["p"] == pytest.approx(float(s["p_value"]))
+    assert head["worst_group"] == s["worst_group"]
     worst = head["metric_worst_group"]
     # Recompute the worst PSNR group from the per-sample scores.
     scores = run_store.scores(run_id)
     psnr = scores[scores["metric"] == "psnr"].set_index("sample_id")["value"]
     grp = run_store.samples(run_id).set_index("sample_id")["attr.grp"]
     means = psnr.groupby(grp.reindex(psnr.index)).mean()
-    assert worst["metric"] == "psnr" and worst["group"] == means.idxmin()
+    assert worst["metric"] == "psnr"
+    assert worst["group"] == means.idxmin()
     assert worst["mean"] == pytest.approx(means.min(), rel=1e-12)
     assert worst["difference"] == pytest.approx(means.max() - means.min(), rel=1e-9)

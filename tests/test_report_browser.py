@@ -208,7 +208,8 @@ def check_page(browser: Browser, page: Path, expect_images: bool = True) -> dict
         assert not raw.startswith("/"), f"{page}: {tag} {attr}={raw!r} is absolute, not relative"
     assert dom["images"] or not expect_images, f"{page}: no images"
     for src, complete, width in dom["images"]:
-        assert complete and width > 0, f"{page}: image {src} did not decode (naturalWidth {width})"
+        assert complete, f"{page}: image {src} did not decode (naturalWidth {width})"
+        assert width > 0, f"{page}: image {src} did not decode (naturalWidth {width})"
     assert dom["scripts"] == 1, f"{page}: expected only the sorter script, found {dom['scripts']}"
     return dom
 
@@ -275,7 +276,8 @@ def test_demo_run_prints_its_audit_and_it_loads_cleanly(demo_reports, browser):
 
     results, reports, out, _ = demo_reports
     page = _report_line(out)
-    assert page.is_file() and page.name == "index.html"
+    assert page.is_file()
+    assert page.name == "index.html"
     assert reports in page.parents, f"{page} is not under CALS_BENCH_REPORTS={reports}"
     dom = check_page(browser, page)
     assert dom["title"].startswith("Audit: identity on demo")
@@ -287,12 +289,14 @@ def test_demo_run_prints_its_audit_and_it_loads_cleanly(demo_reports, browser):
     overall = {r[cols.index("metric")]: dict(zip(cols, r)) for r in groups["data"] if r[0] == "overall"}
     rows = {r["key"]: r["cells"] for r in table(browser, "#summary-table")}
     scored = [m for m, s in meta["summary"].items() if s["count"]]
-    assert scored and set(scored) <= set(rows)
+    assert scored
+    assert set(scored) <= set(rows)
     for metric in scored:
         mean = meta["summary"][metric]["mean"]
         (mean_text, mean_exact), (ci_text, _) = rows[metric][2], rows[metric][3]
         # The cell carries the stored mean exactly (repr of the float) and shows it rounded.
-        assert mean_exact == repr(mean) and mean_text == fmt_value(mean, metric=metric)
+        assert mean_exact == repr(mean)
+        assert mean_text == fmt_value(mean, metric=metric)
         o = overall[metric]
         assert ci_text == fmt_ci(o["mean_ci_low"], o["mean_ci_high"], mean, metric)
     # Every metric the run could not compute is listed as unavailable, not silently dropped.
@@ -325,7 +329,8 @@ def test_leaderboard_loads_sorts_and_links(demo_reports, browser):
     links = browser.js(
         "[...document.querySelectorAll('#leaderboard tbody a')].map(a => a.getAttribute('href'))"
     )
-    assert len(links) == 2 and all(h.endswith("/index.html") for h in links)  # each row links its audit
+    assert len(links) == 2
+    assert all(h.endswith("/index.html") for h in links)
 
     store = Store(results)
     metas = {m["run_id"]: m for m in (store.get_run(r) for r in store.list_runs("demo")["run_id"])}
@@ -339,7 +344,8 @@ def test_leaderboard_loads_sorts_and_links(demo_reports, browser):
         assert "sanity row" in row["cells"][1][0]
         for metric, s in meta["summary"].items():
             text, exact = row["cells"][col[metric]]
-            assert exact == repr(s["mean"]) and text.startswith(fmt_value(s["mean"], metric=metric))
+            assert exact == repr(s["mean"])
+            assert text.startswith(fmt_value(s["mean"], metric=metric))
     # Parameters and time per megapixel: from the run record and the per-sample rows, recomputed here.
     from cals_bench.report.model_columns import fmt_parameters
 
@@ -394,7 +400,8 @@ def test_comparison_page_loads(demo_reports, browser):
         "[...document.querySelectorAll('table.compare-table')]"
         ".map(t => t.tBodies[0].rows[0].cells[0].textContent)"
     )
-    assert first_rows and set(first_rows) == {"overall"}
+    assert first_rows
+    assert set(first_rows) == {"overall"}
     # The overall row of every metric is tested and says how: scipy's exact signed-rank test at these n
     # (8 pairs; 1 for identity similarity, which only the face sample has, flagged as low power).
     rows = browser.js(

@@ -128,7 +128,8 @@ def test_html_shows_names_as_text(rendered, kind):
     # Only the page's own sorter script, no event-handler attributes, no raw tag from the data.
     assert [t for t, _ in page.tags].count("script") == 1
     assert not [(t, a) for t, attrs in page.tags for a, _ in attrs if a.lower().startswith("on")]
-    assert "<script>alert" not in source and "<i>g&" not in source
+    assert "<script>alert" not in source
+    assert "<i>g&" not in source
     text = "".join(page.text)
     assert MODEL_NAME in text
     if kind != "leaderboard":
@@ -195,10 +196,12 @@ def test_markdown_latex_csv_leaderboard(rendered):
     header, body = rows[0], rows[1:]
     assert all(len(r) == len(header) for r in body)
     mine = next(r for r in body if r[1] == MODEL_NAME)
-    assert mine[2] == ARGS_TEXT and "GT-guided" in mine[-1]
+    assert mine[2] == ARGS_TEXT
+    assert "GT-guided" in mine[-1]
 
     tex = (folder / "leaderboard.tex").read_text()
-    assert "<" not in tex and '"' not in tex
+    assert "<" not in tex
+    assert '"' not in tex
     rows = _latex_rows(tex)
     assert len({len(r) for r in rows}) == 1  # no stray column separator from the data
     mine = next(r for r in rows if _latex_text(r[1]) == MODEL_NAME)
@@ -206,7 +209,8 @@ def test_markdown_latex_csv_leaderboard(rendered):
 
     table = list(csv.DictReader(io.StringIO((folder / "leaderboard.csv").read_text())))
     mine = next(r for r in table if r["model"] == MODEL_NAME)
-    assert mine["model_args"] == ARGS_TEXT and mine["uses_ground_truth"] == "True"
+    assert mine["model_args"] == ARGS_TEXT
+    assert mine["uses_ground_truth"] == "True"
 
 
 def test_markdown_latex_csv_group_and_comparison_tables(rendered):
@@ -217,18 +221,21 @@ def test_markdown_latex_csv_group_and_comparison_tables(rendered):
     assert GROUP in groups
     assert MODEL_NAME in re.sub(r"\\(.)", r"\1", md)  # the caption names the model
     tex = (folder / "groups.tex").read_text()
-    assert "<" not in tex and '"' not in tex
+    assert "<" not in tex
+    assert '"' not in tex
     assert GROUP in {_latex_text(r[1]) for r in _latex_rows(tex)}
     table = list(csv.DictReader(io.StringIO((folder / "groups.csv").read_text())))
     assert {r["group"] for r in table} >= {GROUP, "plain", "all"}
-    assert {r["model"] for r in table} == {MODEL_NAME} and {r["model_args"] for r in table} == {ARGS_TEXT}
+    assert {r["model"] for r in table} == {MODEL_NAME}
+    assert {r["model_args"] for r in table} == {ARGS_TEXT}
 
     cfolder = rendered["compare"].parent
     cmd = (cfolder / "compare.md").read_text()
     _assert_plain_markdown(cmd)
     assert GROUP in {c for line in cmd.splitlines() if line.startswith("| ") for c in _md_cells(line)}
     ctex = (cfolder / "compare.tex").read_text()
-    assert "<" not in ctex and len({len(r) for r in _latex_rows(ctex)}) == 1
+    assert "<" not in ctex
+    assert len({len(r) for r in _latex_rows(ctex)}) == 1
     ctable = list(csv.DictReader(io.StringIO((cfolder / "compare.csv").read_text())))
     assert GROUP in {r["group"] for r in ctable}
 

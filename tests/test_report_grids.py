@@ -44,7 +44,8 @@ def test_pick_samples_best_median_worst_by_direction_and_cap():
     sections, used = pick_samples(values, True, [("one", ["c"]), ("nan", ["d"]), ("all", ids)], cap=2)
     assert [s.title for s in sections] == ["one", "all"]
     assert [i.sample_id for i in sections[0].items] == ["c"]
-    assert used == 2 and {i.sample_id for s in sections for i in s.items} == {"c", "b"}
+    assert used == 2
+    assert {i.sample_id for s in sections for i in s.items} == {"c", "b"}
 
 
 def test_thumbnail_downscales_only():
@@ -52,10 +53,12 @@ def test_thumbnail_downscales_only():
 
     big = np.zeros((300, 500, 3), np.uint8)
     thumb, scale = thumbnail(big)
-    assert thumb.shape == (144, THUMB_PX, 3) and scale == pytest.approx(THUMB_PX / 500)
+    assert thumb.shape == (144, THUMB_PX, 3)
+    assert scale == pytest.approx(THUMB_PX / 500)
     small = np.zeros((30, 50, 3), np.uint8)
     thumb, scale = thumbnail(small)
-    assert thumb is small and scale == 1.0
+    assert thumb is small
+    assert scale == 1.0
 
 
 def test_escapes():
@@ -69,18 +72,28 @@ def test_escapes():
         r"50\% of \$x\_1\$ \& \{y\} \#2 \textasciitilde{} \textasciicircum{} \textbackslash{} "
         r"\textless{}\textgreater{}\textquotedbl{}\textquotesingle{}"
     )
-    assert csv_text("=1+1") == "'=1+1" and csv_text("a=1") == "a=1" and csv_text(-1.0) == -1.0
+    assert csv_text("=1+1") == "'=1+1"
+    assert csv_text("a=1") == "a=1"
+    assert csv_text(-1.0) == -1.0
 
 
 def test_number_formats():
     from cals_bench.report.formatting import fmt_ci, fmt_p, fmt_value, gpi_label, sort_key
 
-    assert fmt_value(14.588118) == "14.59" and fmt_value(0.62122) == "0.6212"
-    assert fmt_value(8.0536, metric="psnr") == "8.05" and fmt_value(12.5, metric="lpips") == "12.5000"
-    assert fmt_value(float("nan")) == "-" and fmt_value(None) == "-" and fmt_value(math.inf) == "inf"
-    assert fmt_ci(0.1, 0.2, 0.15) == "[0.1000, 0.2000]" and fmt_ci(float("nan"), 1.0) == ""
-    assert fmt_p(0.0004) == "< 0.001" and fmt_p(0.04567) == "0.0457" and fmt_p(float("nan")) == "-"
-    assert sort_key(0.1 + 0.2) == repr(0.1 + 0.2) and sort_key(float("nan")) == ""
+    assert fmt_value(14.588118) == "14.59"
+    assert fmt_value(0.62122) == "0.6212"
+    assert fmt_value(8.0536, metric="psnr") == "8.05"
+    assert fmt_value(12.5, metric="lpips") == "12.5000"
+    assert fmt_value(float("nan")) == "-"
+    assert fmt_value(None) == "-"
+    assert fmt_value(math.inf) == "inf"
+    assert fmt_ci(0.1, 0.2, 0.15) == "[0.1000, 0.2000]"
+    assert fmt_ci(float("nan"), 1.0) == ""
+    assert fmt_p(0.0004) == "< 0.001"
+    assert fmt_p(0.04567) == "0.0457"
+    assert fmt_p(float("nan")) == "-"
+    assert sort_key(0.1 + 0.2) == repr(0.1 + 0.2)
+    assert sort_key(float("nan")) == ""
     assert gpi_label("metric_1d", "lpips", "context") == "1-D GPI of LPIPS by context"
 
 
@@ -91,8 +104,10 @@ def test_finite_records_turns_inf_into_undefined_with_a_note():
 
     rec = pd.DataFrame({"sample_id": ["a", "b"], "metric": ["psnr", "psnr"], "value": [math.inf, 20.0]})
     out, notes = finite_records(rec)
-    assert math.isnan(out["value"].iloc[0]) and out["value"].iloc[1] == 20.0
-    assert len(notes) == 1 and "1 value(s) of psnr are infinite" in notes[0]
+    assert math.isnan(out["value"].iloc[0])
+    assert out["value"].iloc[1] == 20.0
+    assert len(notes) == 1
+    assert "1 value(s) of psnr are infinite" in notes[0]
     assert rec["value"].iloc[0] == math.inf  # the input is not modified
 
 
@@ -108,9 +123,14 @@ def test_settings_from_stored_protocol_specs():
     }
     old = {"protocol": {"spec": {"audit": audit}}}  # as stored before the protocol schema's rename
     settings, notes = settings_for(old)
-    assert settings.group_by == ("context",) and settings.gpi_metric == "lpips" and settings.gpi_seed == 3
-    assert settings.bootstrap == 10 and notes == []
+    assert settings.group_by == ("context",)
+    assert settings.gpi_metric == "lpips"
+    assert settings.gpi_seed == 3
+    assert settings.bootstrap == 10
+    assert notes == []
     new = {"protocol": {"spec": {"audit": {"gpi_metric": None, "gpi_seed": 7, "seed": 1, "surprise": 1}}}}
     settings, notes = settings_for(new)
-    assert settings.gpi_metric is None and settings.gpi_seed == 7
-    assert notes and "surprise" in notes[0]
+    assert settings.gpi_metric is None
+    assert settings.gpi_seed == 7
+    assert notes
+    assert "surprise" in notes[0]

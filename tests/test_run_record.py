@@ -49,8 +49,12 @@ OLD_RUN_JSON = {
 def test_old_format_record_loads_and_is_migrated():
     rec = RunRecord.from_json(OLD_RUN_JSON)
     assert rec.schema_version == run_record.SCHEMA_VERSION == 1
-    assert rec.protocol.name == "lol-v1" and rec.protocol.version == 2 and rec.protocol.hash == "cd" * 32
-    assert rec.summary["psnr"]["mean"] == 7.77 and rec.n_samples == 15 and rec.is_finished
+    assert rec.protocol.name == "lol-v1"
+    assert rec.protocol.version == 2
+    assert rec.protocol.hash == "cd" * 32
+    assert rec.summary["psnr"]["mean"] == 7.77
+    assert rec.n_samples == 15
+    assert rec.is_finished
     assert rec.batch_timeout_s is None  # filled by the migration
     assert rec.extra == {"distributed": OLD_RUN_JSON["distributed"]}  # untyped keys kept as they are
     # the migrated JSON form is the old one plus the version and the filled key, nothing else
@@ -74,7 +78,8 @@ def test_newer_schema_version_is_a_one_line_error():
         RunRecordError, match=r"schema_version 2 is newer than this cals-bench reads \(1\)"
     ) as e:
         RunRecord.from_json(newer, "runs/x/run.json")
-    assert "\n" not in str(e.value) and str(e.value).startswith("runs/x/run.json: ")
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith("runs/x/run.json: ")
     with pytest.raises(RunRecordError, match="not a run record"):
         RunRecord.from_json({"run_id": "x"})
 
@@ -87,7 +92,8 @@ def test_old_run_folder_is_reindexed_and_read(tmp_path):
     (folder / "run.json").write_text(json.dumps({**OLD_RUN_JSON, "status": "running"}))
     store = Store(tmp_path)
     meta = store.get_run(OLD_RUN_JSON["run_id"])
-    assert meta["schema_version"] == 1 and meta["summary"] == OLD_RUN_JSON["summary"]
+    assert meta["schema_version"] == 1
+    assert meta["summary"] == OLD_RUN_JSON["summary"]
     assert meta["status"] == "running"
     with sqlite3.connect(tmp_path / "index.sqlite") as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == run_record.INDEX_VERSION
@@ -107,7 +113,8 @@ def test_unversioned_index_is_migrated(tmp_path):
     with sqlite3.connect(tmp_path / "index.sqlite") as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == 1
         stored = json.loads(con.execute("SELECT meta FROM runs WHERE run_id='old'").fetchone()[0])
-    assert stored["schema_version"] == 1 and stored["batch_timeout_s"] is None
+    assert stored["schema_version"] == 1
+    assert stored["batch_timeout_s"] is None
     assert store.get_run("old")["finished"] == 2.0
 
 
@@ -135,9 +142,12 @@ def test_engine_run_json_is_a_current_record_and_round_trips(tmp_path):
     store = Store(tmp_path / "r")
     res = evaluate(load_file(proto_file), "identity", data_root=data, store=store, progress=False)
     on_disk = json.loads((store.run_dir(res.run_id) / "run.json").read_text())
-    assert on_disk["schema_version"] == run_record.SCHEMA_VERSION and on_disk["status"] == "finished"
+    assert on_disk["schema_version"] == run_record.SCHEMA_VERSION
+    assert on_disk["status"] == "finished"
     rec = run_record.read_run_json(store.run_dir(res.run_id) / "run.json")
-    assert rec.to_json() == on_disk and rec.extra == {}  # every key the engine writes is typed
-    assert rec.summary["psnr"]["count"] == 2 and rec.protocol.name == "tiny"
+    assert rec.to_json() == on_disk
+    assert rec.extra == {}
+    assert rec.summary["psnr"]["count"] == 2
+    assert rec.protocol.name == "tiny"
     stored = store.get_run(res.run_id)
     assert {k: v for k, v in stored.items() if k not in ("created", "finished")} == on_disk

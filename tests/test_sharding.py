@@ -110,7 +110,9 @@ def test_two_ranks_equal_one_process_and_resume_after_a_killed_rank(tmp_path, se
     single = Store(tmp_path / "single")
     ref = evaluate(protocol_mod.load_file(proto_path), model, {}, store=single, progress=False)
     _, ref_scores, ref_meta = _records(single)
-    assert ref.meta["n_samples"] == 8 and len(ref_scores) == 16 and "distributed" not in ref_meta
+    assert ref.meta["n_samples"] == 8
+    assert len(ref_scores) == 16
+    assert "distributed" not in ref_meta
 
     # launch 1: rank 1 is SIGKILLed on its 3rd batch (2 of its 4 samples are stored by then)
     results = tmp_path / "sharded"
@@ -121,9 +123,9 @@ def test_two_ranks_equal_one_process_and_resume_after_a_killed_rank(tmp_path, se
     run_id = store.list_runs()["run_id"].iloc[0]
     stored_first = store.done_ids(run_id)
     rank1_first = _read_log(logs / "rank1.log")
-    assert (
-        len(rank1_first) == 3 and set(rank1_first[:2]) <= stored_first and rank1_first[2] not in stored_first
-    )
+    assert len(rank1_first) == 3
+    assert set(rank1_first[:2]) <= stored_first
+    assert rank1_first[2] not in stored_first
     assert store.get_run(run_id)["status"] != "finished"
 
     # launch 2 (no kill): resumes; nothing stored is scored again, every missing sample is scored once
@@ -132,17 +134,21 @@ def test_two_ranks_equal_one_process_and_resume_after_a_killed_rank(tmp_path, se
     second = _torchrun(proto_path, model, results, {"LOG_DIR": str(logs)})
     assert second.returncode == 0, second.stderr[-3000:]
     again = _read_log(logs / "rank0.log") + _read_log(logs / "rank1.log")
-    assert len(again) == len(set(again)) and not set(again) & stored_first
+    assert len(again) == len(set(again))
+    assert not set(again) & stored_first
     assert set(again) | stored_first == {s for s, _, _ in ref_scores}
 
     run_id2, scores, meta = _records(Store(results))
-    assert run_id2 == run_id and meta["status"] == "finished"
+    assert run_id2 == run_id
+    assert meta["status"] == "finished"
     # every per-sample record equals the single-process run's, bit for bit (same batches of one sample)
     assert scores == ref_scores
-    assert meta["distributed"]["world_size"] == 2 and meta["sessions"][-1]["world_size"] == 2
+    assert meta["distributed"]["world_size"] == 2
+    assert meta["sessions"][-1]["world_size"] == 2
     assert meta["sessions"][-1]["scored"] == len(again)
     for metric, s in ref_meta["summary"].items():  # summary from the merged records, on rank 0 only
         assert abs(meta["summary"][metric]["mean"] - s["mean"]) < 1e-12
         assert meta["summary"][metric]["count"] == s["count"]
     # the audit is computed once, on rank 0, from the merged records
-    assert second.stdout.count(f"run {run_id}") == 1 and "records:" in second.stdout
+    assert second.stdout.count(f"run {run_id}") == 1
+    assert "records:" in second.stdout

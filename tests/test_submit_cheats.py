@@ -177,7 +177,8 @@ def test_data_root_from_argv_is_unreachable(cheated):
 def test_patched_metrics_stay_in_the_worker(cheated):
     assert "CHEAT metrics: patched in this process" in cheated["log"]
     summary = cheated["outcome"].result.summary
-    assert summary["psnr"]["mean"] != 42.0 and summary["ssim"]["mean"] != 42.0
+    assert summary["psnr"]["mean"] != 42.0
+    assert summary["ssim"]["mean"] != 42.0
     _scored_as_identity(cheated)
 
 
@@ -237,8 +238,10 @@ def test_inprocess_run_of_the_same_file_is_labelled(tmp_path):
         progress=False,
     )
     m = res.meta["model"]
-    assert m["name"] == "named_iat.Model" and m["claimed_name"] == "iat"
-    assert m["code"] == "unisolated" and m["weights"] == {}
+    assert m["name"] == "named_iat.Model"
+    assert m["claimed_name"] == "iat"
+    assert m["code"] == "unisolated"
+    assert m["weights"] == {}
     assert m["weights_reported"] == {"llie/iat-lol": "f" * 64}
     assert [f.text for f in run_flags(res.meta) if f.text == "unisolated code"] == ["unisolated code"]
     assert json.loads(json.dumps(m))  # the record stays JSON

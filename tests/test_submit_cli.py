@@ -64,7 +64,8 @@ def test_wrapper_and_outputs_reach_the_html_leaderboard(tmp_path, monkeypatch):
     res = runner.invoke(main, ["validate", f"{model}:Brighten", "--model-args", "gain=3", "--json"])
     assert res.exit_code == 0, res.output
     checks = json.loads(res.output)
-    assert checks["passed"] and checks["isolation"]["level"] == "bwrap"
+    assert checks["passed"]
+    assert checks["isolation"]["level"] == "bwrap"
     assert {c["name"] for c in checks["checks"]} >= {
         "shape",
         "dtype",
@@ -94,7 +95,9 @@ def test_wrapper_and_outputs_reach_the_html_leaderboard(tmp_path, monkeypatch):
     )
     assert res.exit_code == 0, res.output
     rec = json.loads(res.output.strip().splitlines()[-1])
-    assert rec["status"] == "scored" and rec["kind"] == "code" and rec["isolation"]["level"] == "bwrap"
+    assert rec["status"] == "scored"
+    assert rec["kind"] == "code"
+    assert rec["isolation"]["level"] == "bwrap"
     from cals_bench.store import Store
 
     meta = Store(results).get_run(rec["run_id"])
@@ -104,7 +107,8 @@ def test_wrapper_and_outputs_reach_the_html_leaderboard(tmp_path, monkeypatch):
     res = runner.invoke(
         main, ["submit", f"{model}:Brighten", "--model-args", "gain=3", "--name", "brighten-3", *common[:-1]]
     )
-    assert res.exit_code == 0 and "identical to submission #1" in res.output
+    assert res.exit_code == 0
+    assert "identical to submission #1" in res.output
 
     res = runner.invoke(main, ["submit", f"{model}:halve", "--name", "halve", *common])
     assert res.exit_code == 0, res.output
@@ -122,10 +126,13 @@ def test_wrapper_and_outputs_reach_the_html_leaderboard(tmp_path, monkeypatch):
     )
 
     res = runner.invoke(main, ["submissions", "list", "--results", str(results)])
-    assert res.exit_code == 0 and "brighten-3" in res.output and "paper x2" in res.output
+    assert res.exit_code == 0
+    assert "brighten-3" in res.output
+    assert "paper x2" in res.output
     res = runner.invoke(main, ["submissions", "show", "1", "--results", str(results), "--json"])
     shown = json.loads(res.output)
-    assert shown["submitter"]["note"] == "A. Researcher <a@example.org>" and shown["args"] == {"gain": 3}
+    assert shown["submitter"]["note"] == "A. Researcher <a@example.org>"
+    assert shown["args"] == {"gain": 3}
     assert [e["event"] for e in shown["events"]] == ["created", "validated", "scored"]
     assert shown["meta"]["files"]["my_net.py"] == hashlib.sha256(model.read_bytes()).hexdigest()
 
@@ -148,7 +155,9 @@ def test_wrapper_and_outputs_reach_the_html_leaderboard(tmp_path, monkeypatch):
     for text in ("brighten-3", "halve", "paper x2", "code \u00b7 sandboxed", ">outputs<"):
         assert text in html, text
     csv = next(reports.rglob("leaderboard.csv")).read_text()
-    assert "kind" in csv.splitlines()[0] and ",bwrap," in csv and ",no code," in csv
+    assert "kind" in csv.splitlines()[0]
+    assert ",bwrap," in csv
+    assert ",no code," in csv
 
 
 def test_submit_refused_without_sandbox_unless_trusted(tmp_path, monkeypatch):
@@ -166,11 +175,14 @@ def test_submit_refused_without_sandbox_unless_trusted(tmp_path, monkeypatch):
         str(results),
     ]
     res = CliRunner().invoke(main, args)
-    assert res.exit_code == 2 and "refused: no sandbox" in res.output and "--trusted" in res.output
+    assert res.exit_code == 2
+    assert "refused: no sandbox" in res.output
+    assert "--trusted" in res.output
     res = CliRunner().invoke(main, [*args, "--trusted", "--json"])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.output.strip().splitlines()[-1])
-    assert rec["isolation"]["level"] == "process" and not rec["isolation"]["isolated"]
+    assert rec["isolation"]["level"] == "process"
+    assert not rec["isolation"]["isolated"]
     from cals_bench.report.runinfo import run_flags
     from cals_bench.store import Store
 
@@ -222,7 +234,9 @@ def test_plugin_template_installs_lists_and_submits(installed_template, tmp_path
     )
     assert run.returncode == 0, run.stderr
     rec = json.loads(run.stdout.strip().splitlines()[-1])
-    assert rec["kind"] == "plugin" and rec["status"] == "scored" and rec["name"] == "example-gain"
+    assert rec["kind"] == "plugin"
+    assert rec["status"] == "scored"
+    assert rec["name"] == "example-gain"
     from cals_bench.store import Store
 
     psnr = Store(results).get_run(rec["run_id"])["summary"]["psnr"]["mean"]

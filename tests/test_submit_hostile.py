@@ -96,7 +96,9 @@ def test_hostile_submission_fails_cleanly(world, case):
         _submit(world, case, code, limits)
     assert "\n" not in str(info.value)  # one line
     rec = info.value.record
-    assert rec["status"] == "failed" and rec["reason"] and rec["run_id"] is None
+    assert rec["status"] == "failed"
+    assert rec["reason"]
+    assert rec["run_id"] is None
     assert Submissions(world["store"]).get(rec["id"])["events"][-1]["event"] == "failed"
     assert snapshot(world["store"].root) == before
 

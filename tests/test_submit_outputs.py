@@ -43,7 +43,8 @@ def test_folder_and_zip_score_and_are_recognised(world):
     folder = _copy_lows(world)
     out = _score(world, folder)
     psnr, ssim = identity_scores(world["data"])
-    assert out.record["status"] == "scored" and out.record["kind"] == "outputs"
+    assert out.record["status"] == "scored"
+    assert out.record["kind"] == "outputs"
     assert out.result.summary["psnr"]["mean"] == pytest.approx(psnr, abs=1e-9)
     assert out.result.summary["ssim"]["mean"] == pytest.approx(ssim, abs=1e-6)
     assert out.result.meta["model"]["submission"]["kind"] == "outputs"
@@ -52,7 +53,8 @@ def test_folder_and_zip_score_and_are_recognised(world):
         for p in sorted(folder.iterdir()):
             zf.write(p, f"results/{p.name}")  # one common sub-folder is accepted
     again = _score(world, archive)
-    assert again.identical and again.record["id"] == out.record["id"]
+    assert again.identical
+    assert again.record["id"] == out.record["id"]
 
 
 def test_each_problem_gets_its_own_line(world):
@@ -110,7 +112,8 @@ def test_zip_bomb_is_refused(world):
     assert zipfile.ZipFile(archive).getinfo("bomb.png").compress_size < (16 << 20) // 500
     with pytest.raises(SubmissionFailed) as info:
         _score(world, archive)
-    assert len(info.value.lines) == 1 and info.value.lines[0].startswith("bomb.png: compression ratio")
+    assert len(info.value.lines) == 1
+    assert info.value.lines[0].startswith("bomb.png: compression ratio")
     assert "(zip bomb?) refused" in info.value.lines[0]
 
 
@@ -123,7 +126,8 @@ def test_registered_name_refused_and_remove_keeps_audit_trail(world):
     out = _score(world, folder, name="mine")
     subs = Submissions(world["store"])
     rec = subs.remove(out.record["id"], "withdrawn")
-    assert rec["status"] == "removed" and [e["event"] for e in rec["events"]] == [
+    assert rec["status"] == "removed"
+    assert [e["event"] for e in rec["events"]] == [
         "created",
         "scored",
         "removed",
@@ -132,4 +136,5 @@ def test_registered_name_refused_and_remove_keeps_audit_trail(world):
     runs = set(world["store"].list_runs()["run_id"])
     assert runs == {other.run_id}  # the submission's run is gone, the other run stays
     again = _score(world, folder, name="mine")  # a removed submission is not "identical"
-    assert not again.identical and again.record["status"] == "scored"
+    assert not again.identical
+    assert again.record["status"] == "scored"

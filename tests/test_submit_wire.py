@@ -30,7 +30,8 @@ def test_tensor_round_trip_is_exact(pair, dtype):
     a.send({**header, "op": "enhance"}, raw, timeout=5)
     got_header, payload = b.recv(timeout=5)
     got = tensor_from(got_header, payload)
-    assert got.dtype == dtype and got.shape == (2, 3, 3, 7)
+    assert got.dtype == dtype
+    assert got.shape == (2, 3, 3, 7)
     assert torch.equal(got, t[:, :, 1:4])
 
 

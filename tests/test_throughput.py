@@ -58,7 +58,8 @@ def test_lpips_and_gpi_features_share_one_backbone_pass(tmp_path, shared_weights
     # the stored GPI features equal an independent pass of a fresh model over the saved outputs and the
     # references: 1e-6 absolute (features in [0, 1]; batch composition may change float32 summation order)
     ids, ref, out = store.features(result.run_id, "alexnet-pooled")
-    assert len(ids) == n and np.asarray(ref).shape == (n, 1152)
+    assert len(ids) == n
+    assert np.asarray(ref).shape == (n, 1152)
     model = LpipsModel.from_registry("alex")
     # the identity model's 8-bit outputs, as scored and saved
     outputs = torch.stack(
@@ -73,9 +74,8 @@ def test_lpips_and_gpi_features_share_one_backbone_pass(tmp_path, shared_weights
     again = evaluate(proto, "identity", {}, store=store, progress=False, force=True)
     assert count_backbone["images"] == n
     _, ref2, out2 = store.features(again.run_id, "alexnet-pooled")
-    assert (
-        np.array_equal(np.asarray(ref2), np.asarray(ref)) and np.abs(np.asarray(out2) - direct).max() < 1e-6
-    )
+    assert np.array_equal(np.asarray(ref2), np.asarray(ref))
+    assert np.abs(np.asarray(out2) - direct).max() < 1e-6
 
 
 def test_no_groups_no_gpi_features(tmp_path, shared_weights, count_backbone):
@@ -120,13 +120,14 @@ def test_id_sim_and_identity_features_embed_each_crop_once(tmp_path, shared_weig
     ext = build_extractor("identity-sface")
     assert ext.available()[0]
     sid = ids[0]
-    high = [s for s in proto_samples(proto) if s.sample_id == sid][0]
+    high = next(s for s in proto_samples(proto) if s.sample_id == sid)
     ctx = [SampleContext(sid, "own-reference-key", None, {})]
     own_ref = ext.extract(to_tensor(high.load()[1])[None], ctx, role="reference")
     own_out = ext.extract(
         to_tensor(read_rgb(result.run_dir / "outputs" / f"{output_name(sid)}.png"))[None], ctx
     )
-    assert np.abs(own_ref - np.asarray(ref)).max() < 1e-6 and np.abs(own_out - np.asarray(out)).max() < 1e-6
+    assert np.abs(own_ref - np.asarray(ref)).max() < 1e-6
+    assert np.abs(own_out - np.asarray(out)).max() < 1e-6
 
 
 def proto_samples(proto):

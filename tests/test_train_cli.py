@@ -65,26 +65,30 @@ def test_train_stop_resume_and_score(setup):
               *_sets("schedule.steps=6", "log.val_every=2")]  # fmt: skip
     # through the main `cals-bench` group, as a user runs it
     res = _invoke(main, *common, "--stop-at", 3)
-    assert res.exit_code == 0 and "step 3: last checkpoint" in res.output
+    assert res.exit_code == 0
+    assert "step 3: last checkpoint" in res.output
     res = _invoke(main, *common)  # without --resume: refused, nothing overwritten
-    assert res.exit_code == 2 and "pass --resume" in res.output
+    assert res.exit_code == 2
+    assert "pass --resume" in res.output
     res = _invoke(main, *common, "--resume")
-    assert (
-        res.exit_code == 0
-        and "step 6: last checkpoint" in res.output
-        and "best on the validation" in res.output
-    )
-    assert (out / "loss_curve.png").stat().st_size > 1000 and (out / "split.json").is_file()
+    assert res.exit_code == 0
+    assert "step 6: last checkpoint" in res.output
+    assert "best on the validation" in res.output
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    assert (out / "split.json").is_file()
     split = json.loads((out / "split.json").read_text())
-    assert len(split["validation"]) == 2 and len(split["train"]) == 6  # 20% of the 8 training pairs held out
-    assert not set(split["validation"]) & set(split["train"]) and "train/low" in split["description"]
+    assert len(split["validation"]) == 2
+    assert len(split["train"]) == 6
+    assert not set(split["validation"]) & set(split["train"])
+    assert "train/low" in split["description"]
 
     model = f"checkpoint:{out / 'best.pt'}"
     res = _invoke(main, "run", "--protocol", proto, "--model", model, "--data-root", tmp / "data",
                   "--results", tmp / "results", "--json", "--no-report")  # fmt: skip
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
-    assert payload["metrics"]["psnr"]["count"] == 3 and math.isfinite(payload["metrics"]["psnr"]["mean"])
+    assert payload["metrics"]["psnr"]["count"] == 3
+    assert math.isfinite(payload["metrics"]["psnr"]["mean"])
     assert payload["model"]["weights"] == {"checkpoint:best.pt": sha256_path(out / "best.pt")}
 
 
@@ -97,12 +101,15 @@ def test_ablation_trains_and_scores_table_iv(setup):
     rows = json.loads(res.stdout)
     assert [r["variant"] for r in rows] == [label for label, _ in ABLATION]
     for r in rows:
-        assert set(r["test"]) == {"psnr", "ssim"} and all(math.isfinite(v) for v in r["test"].values())
-        assert r["checkpoint"].endswith("best.pt") and math.isfinite(r["val_psnr"])
+        assert set(r["test"]) == {"psnr", "ssim"}
+        assert all(math.isfinite(v) for v in r["test"].values())
+        assert r["checkpoint"].endswith("best.pt")
+        assert math.isfinite(r["val_psnr"])
     assert len({r["run_id"] for r in rows}) == 5  # five distinct checkpoints scored
     again = _invoke(train, *args)  # finished variants are reused, the table printed
     assert again.exit_code == 0
-    assert "Table IV" in again.stdout and all(label in again.stdout for label, _ in ABLATION)
+    assert "Table IV" in again.stdout
+    assert all(label in again.stdout for label, _ in ABLATION)
 
 
 def test_lambda_grid_selects_on_validation(setup):
@@ -111,6 +118,8 @@ def test_lambda_grid_selects_on_validation(setup):
                   "--quiet", "--json", *_sets(f"data.protocol={proto}"))  # fmt: skip
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
-    assert [r["lambda"] for r in rows] == [0.01, 1.0] and sum(r["selected"] for r in rows) == 1
+    assert [r["lambda"] for r in rows] == [0.01, 1.0]
+    assert sum(r["selected"] for r in rows) == 1
     best = max(rows, key=lambda r: r["val_psnr"])
-    assert best["selected"] and (tmp / "grid" / "lambda_0.01" / "last.pt").is_file()
+    assert best["selected"]
+    assert (tmp / "grid" / "lambda_0.01" / "last.pt").is_file()

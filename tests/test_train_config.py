@@ -54,23 +54,28 @@ def test_bad_config_one_line_naming_the_key(tmp_path, patch, needle):
     with pytest.raises(ConfigError) as err:
         load_config(path)
     msg = str(err.value)
-    assert needle in msg and "\n" not in msg and str(path) in msg
+    assert needle in msg
+    assert "\n" not in msg
+    assert str(path) in msg
 
 
 def test_overrides_are_validated_like_the_file(tmp_path):
     path = _write(tmp_path, BASE)
     cfg = load_config(path, ["optim.lr=5e-4", "model.mirror=cosine", "optim.betas=[0.8, 0.99]"])
-    assert cfg.optim.lr == 5e-4 and cfg.model.mirror == "cosine" and cfg.optim.betas == (0.8, 0.99)
+    assert cfg.optim.lr == 5e-4
+    assert cfg.model.mirror == "cosine"
+    assert cfg.optim.betas == (0.8, 0.99)
     with pytest.raises(ConfigError, match=r"model\.width: expected an integer"):
         load_config(path, ["model.width=wide"])
-    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+    with pytest.raises(ConfigError, match=r"expected dotted.key=value"):
         parse_overrides(["model.width"])
 
 
 def test_config_json_round_trip_and_difference(tmp_path):
     cfg = load_config(_write(tmp_path, BASE))
     again = config_from_json(cfg.to_json())
-    assert again == cfg and cfg.name == "c"  # name defaults to the file stem
+    assert again == cfg
+    assert cfg.name == "c"
     other = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=0.5))
     assert first_difference(cfg.to_dict(), other.to_dict()) == "optim.lr"
 
@@ -80,7 +85,8 @@ def test_builtin_configs_and_table_iv_rows():
     assert {"iaml-lol-v1", "iaml-lol-v2-real", "iaml-clean-folder"} <= set(names)
     base = load_config("iaml-lol-v1")
     assert (base.optim.batch_size, base.optim.name, base.schedule.name) == (8, "adam", "cosine")
-    assert base.data.protocol == "lol-v1" and base.data.val_fraction > 0
+    assert base.data.protocol == "lol-v1"
+    assert base.data.val_fraction > 0
     rows = {cfg: load_config(cfg).model for _, cfg in ABLATION}
     assert [(m.ssim, m.mirror) for m in rows.values()] == [
         (False, "none"),
@@ -96,7 +102,8 @@ def test_builtin_configs_and_table_iv_rows():
             diff.pop(key), ref.pop(key)
         assert diff == ref
     clean = load_config("iaml-clean-folder")
-    assert clean.data.clean_dir == "." and not clean.data.protocol
+    assert clean.data.clean_dir == "."
+    assert not clean.data.protocol
 
 
 def test_cli_bad_config_prints_one_line(tmp_path):
@@ -104,4 +111,6 @@ def test_cli_bad_config_prints_one_line(tmp_path):
     res = CliRunner().invoke(train, ["iaml", "--config", str(path), "--data-root", str(tmp_path)])
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "optim.lr: expected a number" in lines[0]
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert "optim.lr: expected a number" in lines[0]

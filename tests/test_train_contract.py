@@ -107,11 +107,17 @@ def test_collate_batch_and_device_move():
     a = item(torch.zeros(3, 4, 4), None, normal=torch.ones(3, 5, 5), context=2, attributes={"g": "x"}, id="a")
     b = item(torch.ones(3, 4, 4), None, normal=torch.zeros(3, 5, 5), context=0, id="b")
     batch = collate([a, b])
-    assert batch.high is None and batch.low.shape == (2, 3, 4, 4) and batch.normal.shape == (2, 3, 5, 5)
-    assert batch.context.tolist() == [2, 0] and batch.context.dtype == torch.int64
-    assert batch.attributes == [{"g": "x"}, {}] and batch.ids == ["a", "b"] and len(batch) == 2
+    assert batch.high is None
+    assert batch.low.shape == (2, 3, 4, 4)
+    assert batch.normal.shape == (2, 3, 5, 5)
+    assert batch.context.tolist() == [2, 0]
+    assert batch.context.dtype == torch.int64
+    assert batch.attributes == [{"g": "x"}, {}]
+    assert batch.ids == ["a", "b"]
+    assert len(batch) == 2
     moved = batch.to("cpu", channels_last=True)
-    assert moved.low.is_contiguous(memory_format=torch.channels_last) and torch.equal(moved.low, batch.low)
+    assert moved.low.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(moved.low, batch.low)
     with pytest.raises(ValueError, match="high is missing for b"):
         collate([item(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4), id="a"), b])
 
@@ -119,9 +125,12 @@ def test_collate_batch_and_device_move():
 def test_sources_are_seeded_by_step_and_slot(root):
     cfg = config_from_dict(CFG)
     data = build_source(cfg.data, root, seed=5)
-    assert data.train_ids == [f"{i:03d}" for i in range(6)] and data.val == []
+    assert data.train_ids == [f"{i:03d}" for i in range(6)]
+    assert data.val == []
     x, y = data.dataset[(2, 9, 1)], build_source(cfg.data, root, seed=5).dataset[(2, 9, 1)]
-    assert torch.equal(x["low"], y["low"]) and torch.equal(x["normal"], y["normal"]) and x["high"] is None
+    assert torch.equal(x["low"], y["low"])
+    assert torch.equal(x["normal"], y["normal"])
+    assert x["high"] is None
     # the crop is the source image's pixels: find it in the decoded image
     src = np.asarray(Image.open(root / "lows" / "002.png"), dtype=np.float32) / 255
     crop = x["low"].permute(1, 2, 0).numpy()
@@ -139,18 +148,22 @@ def test_sources_are_seeded_by_step_and_slot(root):
     lows = config_from_dict({**CFG, "data": data_cfg}).data
     data = build_source(lows, root, seed=5)
     # 5 clean images: one held out (with its clean reference) for validation, four zero-reference lows
-    assert len(data.train_ids) == 4 and len(data.val) == 1 and data.val[0].sample_id not in data.train_ids
+    assert len(data.train_ids) == 4
+    assert len(data.val) == 1
+    assert data.val[0].sample_id not in data.train_ids
     low_val, clean_val = data.val[0].load()
     assert np.array_equal(clean_val, np.asarray(Image.open(root / "clean" / f"{data.val[0].sample_id}.png")))
     assert low_val.mean() < 0.5 * clean_val.mean()  # the seeded degradation darkens
     it = data.dataset[(0, 0, 0)]
-    assert it["high"] is None and it["normal"] is None and it["low"].shape == (3, 24, 24)
+    assert it["high"] is None
+    assert it["normal"] is None
+    assert it["low"].shape == (3, 24, 24)
 
 
 def test_source_options_are_validated():
     with pytest.raises(ConfigError, match=r"data\.options\.normal_dri: unknown key; did you mean normal_dir"):
         config_from_dict(merge(CFG, {"data": {"options": {"normal_dri": "x"}}}))
-    with pytest.raises(ConfigError, match="normal_dir .* is required"):
+    with pytest.raises(ConfigError, match=r"normal_dir .* is required"):
         config_from_dict(merge(CFG, {"data": {"options": {"normal_dir": ""}}}))
     with pytest.raises(ConfigError, match="belong to source protocol"):
         config_from_dict(merge(CFG, {"data": {"low_dir": "lows"}}))
@@ -193,7 +206,8 @@ def test_exact_resume_with_two_optimisers(root, tmp_path):
     rows_a, rows_b = read_rows(tmp_path / "full" / "log.csv"), read_rows(out / "log.csv")
     for r in rows_a + rows_b:
         r.pop("images_per_s")
-    assert rows_a == rows_b and len(rows_a) == 4
+    assert rows_a == rows_b
+    assert len(rows_a) == 4
     first = rows_a[0]
     # the logged total is the sum of the phase losses (6 significant digits in the log)
     total = float(first["loss_generator"]) + float(first["loss_critic"])

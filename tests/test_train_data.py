@@ -20,7 +20,9 @@ def test_protocol_root_without_training_split_names_the_layout(tmp_path):
     with pytest.raises(DataError) as err:
         load_training_data(DataConfig(protocol="lol-v1"), tmp_path)
     msg = str(err.value)
-    assert "our485/low" in msg and "our485/high" in msg and "\n" not in msg
+    assert "our485/low" in msg
+    assert "our485/high" in msg
+    assert "\n" not in msg
 
 
 def test_missing_root_and_missing_reference(tmp_path):
@@ -47,7 +49,9 @@ def test_validation_split_is_held_out_and_fixed(tmp_path):
     root = make_pairs(tmp_path / "d", n=20, size=(24, 24))
     data = load_training_data(DataConfig(low_dir="low", high_dir="high", val_fraction=0.1), root)
     train_ids, val_ids = set(data.train_ids), {s.sample_id for s in data.val}
-    assert len(val_ids) == 2 and len(train_ids) == 18 and not train_ids & val_ids
+    assert len(val_ids) == 2
+    assert len(train_ids) == 18
+    assert not train_ids & val_ids
     again = load_training_data(DataConfig(low_dir="low", high_dir="high", val_fraction=0.1), root)
     assert [s.sample_id for s in again.val] == [s.sample_id for s in data.val]
     other = split_validation(data.train + data.val, 0.1, seed=1)[1]
@@ -65,7 +69,8 @@ def test_crops_are_seeded_and_low_high_stay_aligned(tmp_path):
     for step in range(12):
         low, high = ds[(0, step, 0)]
         lo8, hi8 = (low * 255).round().byte(), (high * 255).round().byte()
-        assert low.shape == (3, 16, 16) and np.array_equal(lo8.numpy(), (hi8 // 5).numpy())
+        assert low.shape == (3, 16, 16)
+        assert np.array_equal(lo8.numpy(), (hi8 // 5).numpy())
         full = read_rgb(root / "high" / "000.png")
         found = _locate(hi8.permute(1, 2, 0).numpy(), full)
         flips_seen.add(found)
@@ -120,7 +125,8 @@ def test_clean_folder_pairs_use_the_core_degradation(tmp_path):
     low, high = data.train[1].load()
     clean = read_rgb(tmp_path / "clean" / "c1.png")
     expected, _ = degrade(clean, DegradationSpec(), 7, "c1")
-    assert np.array_equal(high, clean) and np.array_equal(low, expected)
+    assert np.array_equal(high, clean)
+    assert np.array_equal(low, expected)
 
 
 def test_loader_workers_give_the_same_batches(tmp_path):
@@ -133,4 +139,5 @@ def test_loader_workers_give_the_same_batches(tmp_path):
         batches[workers] = list(torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers))
     assert len(batches[2]) == 7
     for (lo_a, hi_a), (lo_b, hi_b) in zip(batches[0], batches[2]):
-        assert torch.equal(lo_a, lo_b) and torch.equal(hi_a, hi_b)
+        assert torch.equal(lo_a, lo_b)
+        assert torch.equal(hi_a, hi_b)

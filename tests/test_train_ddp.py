@@ -60,7 +60,8 @@ def test_torchrun_two_gloo_processes_match_one_process(tmp_path):
     rows_two, rows_one = read_rows(tmp_path / "ddp" / "log.csv"), read_rows(single / "log.csv")
     assert len(rows_two) == len(rows_one) == 4
     for a, b in zip(rows_two, rows_one):
-        assert a["step"] == b["step"] and a["kind"] == b["kind"]
+        assert a["step"] == b["step"]
+        assert a["kind"] == b["kind"]
         # logged with 6 significant digits; losses are means over both processes. The gradient norm is
         # what Adam's scale invariance would hide: a missing average over processes would double it.
         for col in ("loss", "mse", "iaml", "grad_norm") if a["kind"] == "train" else ("val_psnr", "val_ssim"):

@@ -58,7 +58,9 @@ def _digest(folder: Path) -> dict[str, str]:
 
 def _assert_same(a, b, where=""):
     if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+        assert isinstance(b, torch.Tensor), where
+        assert a.dtype == b.dtype, where
+        assert torch.equal(a, b), where
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for k in a:
@@ -75,7 +77,8 @@ def test_resume_mid_epoch_is_bit_identical(data_root, finished, tmp_path):
     out = tmp_path / "interrupted"
     first = Trainer(_cfg(), data_root=data_root, out_dir=out, progress=False).fit(stop_at=5)
     position = checkpoint.load(out / "last.pt")["position"]
-    assert first.step == 5 and position["batch_in_epoch"] == 1  # stopped in the middle of an epoch
+    assert first.step == 5
+    assert position["batch_in_epoch"] == 1
     Trainer(_cfg(), data_root=data_root, out_dir=out, resume="auto", progress=False).fit()
     a, b = checkpoint.load(finished / "last.pt"), checkpoint.load(out / "last.pt")
     # exact: weights (student and EMA teacher), Adam moments, schedule, data position, best-on-validation
@@ -85,17 +88,21 @@ def test_resume_mid_epoch_is_bit_identical(data_root, finished, tmp_path):
     rows_a, rows_b = read_rows(finished / "log.csv"), read_rows(out / "log.csv")
     for r in rows_a + rows_b:
         r.pop("images_per_s")  # wall-clock
-    assert rows_a == rows_b and len(rows_a) == 6  # 4 training rows + 2 validation rows, no duplicates
+    assert rows_a == rows_b
+    assert len(rows_a) == 6
 
 
 def test_checkpoint_loads_weights_only_and_scores_as_enhancer(finished):
     ckpt = torch.load(finished / "last.pt", weights_only=True)
-    assert isinstance(ckpt["config"], str) and isinstance(ckpt["rng"]["torch"], torch.Tensor)
+    assert isinstance(ckpt["config"], str)
+    assert isinstance(ckpt["rng"]["torch"], torch.Tensor)
     assert ckpt["ema"]["teacher_decoder"]["source"] == "student.decoder"
     enh = load_enhancer(f"checkpoint:{finished / 'best.pt'}")
     x = torch.rand(1, 3, 21, 30)
     y = enh.enhance(x)
-    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert y.shape == x.shape
+    assert float(y.min()) >= 0
+    assert float(y.max()) <= 1
     assert enh.name == f"tiny@step{ckpt['best']['step']}"
     sha = hashlib.sha256((finished / "best.pt").read_bytes()).hexdigest()
     assert list(enh.metadata()["weights"].values()) == [sha]
@@ -170,4 +177,5 @@ def test_non_finite_loss_stops_naming_step_terms_and_last_checkpoint(data_root, 
     assert all(f"{t}=" in msg for t in ("ssim_loss", "iaml", "grad_norm"))
     assert f"last good checkpoint: {out / 'last.pt'} (step 1)" in msg
     last = checkpoint.load(out / "last.pt")
-    assert last["step"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values())
+    assert last["step"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values())

@@ -63,7 +63,8 @@ def _asserted(test: str) -> tuple[set[float], set[float]]:
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_recipe_pins_the_registered_commit_and_weight_files(name):
     recipe = RECIPES[name]
-    assert len(recipe.commit) == 40 and recipe.weights
+    assert len(recipe.commit) == 40
+    assert recipe.weights
     for weight, upstream_path in recipe.weights.items():
         # the registry records where each official file comes from: same repository, commit and path
         assert get_spec(weight).origin == f"{recipe.repo} @ {recipe.commit} : {upstream_path}", weight
@@ -88,9 +89,11 @@ def test_recipe_matches_shared_sources(name):
 )
 def test_expected_numbers_are_those_the_baseline_test_asserts(expected):
     numbers, bounds = _asserted(expected.test)
-    assert expected.psnr in numbers and expected.psnr_tol in bounds
+    assert expected.psnr in numbers
+    assert expected.psnr_tol in bounds
     if expected.ssim is not None:
-        assert expected.ssim in numbers and expected.ssim_tol in bounds
+        assert expected.ssim in numbers
+        assert expected.ssim_tol in bounds
 
 
 def test_every_baseline_test_with_upstream_numbers_has_a_recipe():

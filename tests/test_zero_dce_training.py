@@ -204,7 +204,8 @@ def test_gradients_reach_every_layer(dicm_batch):
     task.init_weights()
     task(Batch(low=dicm_batch[:2, :, :64, :64]))["loss"].backward()
     for name, p in task.named_parameters():
-        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+        assert p.grad is not None, name
+        assert float(p.grad.abs().sum()) > 0, name
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -221,10 +222,12 @@ def test_train_zero_dce_command_and_checkpoint_loads_into_the_enhancers(tmp_path
             "optim.batch_size=2", "schedule.steps=3", "log.every=1", "log.val_every=3", "log.checkpoint_every=2"]  # fmt: skip
     args = ["zero-dce", "--data-root", root, "--out", tmp_path / "run", "--device", "cpu", "--quiet"]
     args += [x for s in sets for x in ("--set", s)]
-    res = CliRunner().invoke(train, [str(a) for a in args + ["--stop-at", "2"]], catch_exceptions=False)
-    assert res.exit_code == 0 and "step 2: last checkpoint" in res.output, res.output
-    res = CliRunner().invoke(train, [str(a) for a in args + ["--resume"]], catch_exceptions=False)
-    assert res.exit_code == 0 and "step 3: last checkpoint" in res.output
+    res = CliRunner().invoke(train, [str(a) for a in [*args, "--stop-at", "2"]], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "step 2: last checkpoint" in res.output, res.output
+    res = CliRunner().invoke(train, [str(a) for a in [*args, "--resume"]], catch_exceptions=False)
+    assert res.exit_code == 0
+    assert "step 3: last checkpoint" in res.output
     ckpt = checkpoint.load(tmp_path / "run" / "last.pt")
     state = {k.removeprefix("net."): v for k, v in ckpt["model"].items()}
     net = ZeroDCENet()
@@ -247,6 +250,9 @@ def test_zero_dce_configs_validate():
     from cals_bench.train.config import load_config
 
     cpu, paper = load_config("zero-dce-cpu"), load_config("zero-dce-sice")
-    assert cpu.task == paper.task == "zero-dce" and paper.optim.lr == 1e-4 and paper.optim.grad_clip == 0.1
-    assert cpu.data.options.splits[0].part == "train" and cpu.data.options.val_splits[0].part == "val"
+    assert cpu.task == paper.task == "zero-dce"
+    assert paper.optim.lr == 1e-4
+    assert paper.optim.grad_clip == 0.1
+    assert cpu.data.options.splits[0].part == "train"
+    assert cpu.data.options.val_splits[0].part == "val"
     assert Path(cpu.data.options.clean_dir) == Path("bsds500/images")

@@ -52,7 +52,7 @@ def simulated_enhancer_data(
     psnr = -10.0 * np.log10(np.mean(err**2, axis=1))
     lpips = np.linalg.norm(err, axis=1) / np.sqrt(dim)
     if nan_fraction > 0:
-        k = int(round(nan_fraction * n))
+        k = round(nan_fraction * n)
         lpips[rng.choice(n, size=k, replace=False)] = np.nan
     records = pd.concat(
         [

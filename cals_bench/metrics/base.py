@@ -60,7 +60,7 @@ class Metric(abc.ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     # column name -> higher_is_better
-    columns: ClassVar[dict[str, bool]] = {}
+    columns: ClassVar[dict[str, bool | None]] = {}
     needs_reference: ClassVar[bool] = True
     face: ClassVar[bool] = False
     # True for metrics that are never a protocol default (GT-mean variants): reports list their columns
@@ -144,6 +144,7 @@ def column_directions() -> dict[str, bool]:
 
 
 def build_metric(name: str, **options: Any) -> Metric:
+    """An instance of the registered metric ``name`` with its protocol options (unknown names: the closest ones)."""
     return METRICS.get(name)(**options)
 
 

@@ -15,7 +15,7 @@ Like every no-reference metric, each also comes as ``<name>_delta``: output minu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -78,7 +78,12 @@ class ExposureReport(NoReferenceMetric):
         "colour and exposure report, no reference: mean luma, clipped shadow/highlight fractions, "
         "CIELAB colour cast"
     )
-    columns = {"brightness": None, "clipped_low": False, "clipped_high": False, "color_cast": False}
+    columns: ClassVar[dict[str, bool | None]] = {
+        "brightness": None,
+        "clipped_low": False,
+        "clipped_high": False,
+        "color_cast": False,
+    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

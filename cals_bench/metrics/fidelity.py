@@ -17,6 +17,7 @@ Conventions (README.md, "Metric conventions"), fixed here and never per call:
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -224,8 +225,8 @@ class PeakSignalNoiseRatio(Metric):
 
     name = "psnr"
     summary = "peak signal-to-noise ratio, dB, RGB on the 8-bit grid, no border crop"
-    columns = {"psnr": True}
-    column_formats = {"psnr": ColumnFormat("PSNR", unit="dB", decimals=2)}
+    columns: ClassVar[dict[str, bool | None]] = {"psnr": True}
+    column_formats: ClassVar[dict[str, ColumnFormat]] = {"psnr": ColumnFormat("PSNR", unit="dB", decimals=2)}
 
     def __init__(self, **options) -> None:
         super().__init__(**options)
@@ -241,8 +242,8 @@ class StructuralSimilarity(Metric):
 
     name = "ssim"
     summary = "structural similarity, Gaussian 11x11 sigma 1.5, mean over RGB (skimage/BasicSR form)"
-    columns = {"ssim": True}
-    column_formats = {"ssim": ColumnFormat("SSIM", decimals=4)}
+    columns: ClassVar[dict[str, bool | None]] = {"ssim": True}
+    column_formats: ClassVar[dict[str, ColumnFormat]] = {"ssim": ColumnFormat("SSIM", decimals=4)}
 
     def score_batch(self, output, reference, contexts: list[SampleContext]):
         return [{"ssim": v} for v in _values(structural_similarity(output, reference))]
@@ -254,8 +255,10 @@ class PeakSignalNoiseRatioGTMean(Metric):
 
     name = "psnr_gtmean"
     summary = "PSNR after scaling the output's mean grey level to the reference's (GT-mean; diagnostic)"
-    columns = {"psnr_gtmean": True}
-    column_formats = {"psnr_gtmean": ColumnFormat("PSNR (GT-mean)", unit="dB", decimals=2)}
+    columns: ClassVar[dict[str, bool | None]] = {"psnr_gtmean": True}
+    column_formats: ClassVar[dict[str, ColumnFormat]] = {
+        "psnr_gtmean": ColumnFormat("PSNR (GT-mean)", unit="dB", decimals=2)
+    }
     diagnostic = True
 
     def __init__(self, **options) -> None:
@@ -273,8 +276,10 @@ class StructuralSimilarityGTMean(Metric):
 
     name = "ssim_gtmean"
     summary = "SSIM after scaling the output's mean grey level to the reference's (GT-mean; diagnostic)"
-    columns = {"ssim_gtmean": True}
-    column_formats = {"ssim_gtmean": ColumnFormat("SSIM (GT-mean)", decimals=4)}
+    columns: ClassVar[dict[str, bool | None]] = {"ssim_gtmean": True}
+    column_formats: ClassVar[dict[str, ColumnFormat]] = {
+        "ssim_gtmean": ColumnFormat("SSIM (GT-mean)", decimals=4)
+    }
     diagnostic = True
 
     def score_batch(self, output, reference, contexts: list[SampleContext]):

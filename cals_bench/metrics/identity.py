@@ -20,7 +20,7 @@ Reference detections, transforms and embeddings, and input embeddings, live in t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -57,8 +57,8 @@ class IdentitySimilarity(Metric):
 
     name = "id_sim"
     summary = "identity similarity (SFace/ArcFace cosine) of output vs reference and vs input"
-    columns = {"id_sim": True, "id_sim_input": True}
-    column_formats = {
+    columns: ClassVar[dict[str, bool | None]] = {"id_sim": True, "id_sim_input": True}
+    column_formats: ClassVar[dict[str, ColumnFormat]] = {
         "id_sim": ColumnFormat("ID sim", decimals=4),
         "id_sim_input": ColumnFormat("ID sim (input)", decimals=4),
     }

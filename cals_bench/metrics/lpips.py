@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -366,8 +366,8 @@ class LearnedPerceptualImagePatchSimilarity(Metric):
 
     name = "lpips"
     summary = "LPIPS v0.1 (AlexNet default, or VGG16), inputs mapped to [-1, 1], full resolution"
-    columns = {"lpips": False}
-    column_formats = {"lpips": ColumnFormat("LPIPS", decimals=4)}
+    columns: ClassVar[dict[str, bool | None]] = {"lpips": False}
+    column_formats: ClassVar[dict[str, ColumnFormat]] = {"lpips": ColumnFormat("LPIPS", decimals=4)}
 
     def __init__(self, *, net: LpipsNet = "alex", **unknown: Any) -> None:
         super().__init__(**unknown)  # refuses unknown options with a CalsBenchError

@@ -73,7 +73,7 @@ def contributions(
     x = np.arange(1, out_length + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
     left = np.floor(u - kernel_width / 2.0)
-    taps = int(math.ceil(kernel_width)) + 2
+    taps = math.ceil(kernel_width) + 2
     ind = left[:, None] + np.arange(taps)[None, :]
     weights = h(u[:, None] - ind)
     weights = weights / weights.sum(axis=1, keepdims=True)
@@ -157,7 +157,7 @@ def colon(a: float, d: float, b: float) -> np.ndarray:
         >>> colon(0.2, 0.001, 10.0).size
         9801
     """
-    n = int(math.floor((b - a) / d + 1e-10))
+    n = math.floor((b - a) / d + 1e-10)
     k = np.arange(n + 1, dtype=np.float64)
     up = a + k * d
     down = b - (n - k) * d

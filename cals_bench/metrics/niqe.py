@@ -35,7 +35,7 @@ Checked against the values the original MATLAB code gives on five TID2013 images
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -247,7 +247,7 @@ class NaturalImageQualityEvaluator(NoReferenceMetric):
 
     name = "niqe"
     summary = "NIQE, no reference: LIVE's MATLAB niqe on MATLAB rgb2gray, 96x96 blocks (lower is better)"
-    columns = {"niqe": False}
+    columns: ClassVar[dict[str, bool | None]] = {"niqe": False}
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -23,7 +23,7 @@ As MATLAB's ``piqe`` (Image Processing Toolbox) computes it, with its defaults:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ class PerceptionBasedImageQualityEvaluator(NoReferenceMetric):
 
     name = "piqe"
     summary = "PIQE, no reference, no trained model: MATLAB piqe on rgb2gray, 16x16 blocks (lower is better)"
-    columns = {"piqe": False}
+    columns: ClassVar[dict[str, bool | None]] = {"piqe": False}
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -520,7 +520,7 @@ def _figures(
     primary = list(wide.columns[: min(3, wide.shape[1])])
     pairs = [(primary[a], primary[b]) for a in range(len(primary)) for b in range(a + 1, len(primary))]
     pairs = [(x, y) for x, y in pairs if wide[[x, y]].dropna().shape[0] > 0]
-    first = list(labels)[0] if labels else None
+    first = next(iter(labels)) if labels else None
     path = plots.metric_scatter(
         wide, labels.get(first) if first else None, pairs, directions, folder / "plots" / "scatter.png"
     )

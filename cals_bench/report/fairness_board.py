@@ -279,7 +279,7 @@ def board_markdown(board: FairnessBoard) -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"GPI ({board.feature}, {gb.gpi_method}) by {gb.grouping}:", ""]
-        head = ["model"] + list(groups) + ["gpi_sum", "gpi_gap [CI]", "worst", "p_holm"]
+        head = ["model", *list(groups), "gpi_sum", "gpi_gap [CI]", "worst", "p_holm"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in gb.rows:
             cells = [r.model] + [_cell_md(r.gpi.get(g), None) for g in groups]

@@ -44,6 +44,7 @@ def arrow(higher_is_better: bool | None) -> str:
 
 
 def direction_text(higher_is_better: bool | None) -> str:
+    """``higher is better``, ``lower is better`` or ``direction unknown``."""
     if higher_is_better is None:
         return "direction unknown"
     return "higher is better" if higher_is_better else "lower is better"
@@ -57,6 +58,7 @@ def gpi_label(kind: str, feature: str, grouping: str) -> str:
 
 
 def is_number(x: Any) -> bool:
+    """True for a finite int or float (not a bool)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
@@ -107,6 +109,7 @@ def fmt_p(p: Any) -> str:
 
 
 def fmt_count(n: Any) -> str:
+    """A count as text (``-`` when missing)."""
     if n is None or (isinstance(n, float) and math.isnan(n)):
         return "-"
     return str(int(n))

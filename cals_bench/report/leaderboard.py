@@ -45,6 +45,8 @@ TextFormat = Literal["markdown", "latex", "csv"]
 
 @dataclass
 class Column:
+    """One metric column of a leaderboard: its label, direction arrow and whether it is a GT-mean diagnostic."""
+
     metric: str
     label: str
     arrow: str
@@ -67,6 +69,8 @@ class Cell:
 
 @dataclass
 class Row:
+    """One run's row: its record, cells, flags and how many samples were scored, failed or in the protocol."""
+
     record: RunRecord
     cells: dict[str, Cell]
     flags: list[Flag]
@@ -100,6 +104,8 @@ class Row:
 
 @dataclass
 class Leaderboard:
+    """A protocol version's leaderboard: its columns, ranked rows and table notes."""
+
     name: str
     version: int
     title: str
@@ -320,8 +326,8 @@ def text_table(lb: Leaderboard) -> TextTable:
         headers += ["GPI sum \u2193", "GPI gap \u2193"]
         align += ["r", "r"]
     extra_headers, extra_align = leaderboard_columns.text_headers(lb)
-    headers += extra_headers + ["n", "Flags"]
-    align += extra_align + ["r", "l"]
+    headers += [*extra_headers, "n", "Flags"]
+    align += [*extra_align, "r", "l"]
     rows = []
     for r in lb.rows:
         row: list[Any] = [admission.rank_text(r), r.model, r.args or "-"]

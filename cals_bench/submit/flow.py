@@ -475,7 +475,7 @@ def score_outputs(
     proto = protocol_mod.load(protocol_name)
     display = naming.check_display_name(name, None)
     files = open_outputs(outputs)
-    root, samples = load_samples(proto, data_root)
+    _root, samples = load_samples(proto, data_root)
     arrays, problems = match(proto, samples, files)
     chash = files.manifest_hash()
     subs = Submissions(store)

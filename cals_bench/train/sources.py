@@ -66,6 +66,8 @@ SourceFn = Callable[[Any, Any, "str | Path | None", int], SourceData]
 
 @dataclass(frozen=True)
 class RegisteredSource:
+    """A training data source as registered: its name, build function, options type and summary."""
+
     name: str
     build: SourceFn
     options_cls: type
@@ -103,6 +105,7 @@ def sources() -> dict[str, RegisteredSource]:
 
 
 def get_source(name: str) -> RegisteredSource:
+    """The registered source ``name`` (unknown names: a one-line error with the closest ones)."""
     if name not in SOURCES:
         raise DataError(SOURCES.unknown_message(name))
     return SOURCES.get(name)
@@ -140,6 +143,7 @@ class PairItems(torch.utils.data.Dataset):
 
 @register_source("protocol", options=NoOptions, summary="paired training data (protocol split or folders)")
 def protocol_source(data: Any, options: NoOptions, data_root: str | Path | None, seed: int) -> SourceData:
+    """Paired training data from a protocol's training split (or paired folders), as random crops."""
     td = load_training_data(data, data_root)
     crops = CropDataset(td.train, data.crop, data.flips, seed, data.cache_images)
     return SourceData(td.root, td.description, td.train_ids, PairItems(crops), td.val)
@@ -361,6 +365,7 @@ def _lows(data: Any, opts: LowsOptions, data_root: str | Path | None) -> tuple[P
 
 @register_source("lows", options=LowsOptions, summary="low-light images without references")
 def lows_source(data: Any, opts: LowsOptions, data_root: str | Path | None, seed: int) -> SourceData:
+    """Low-light images without references (zero-reference training), as random crops."""
     root, desc, lows, val = _lows(data, opts, data_root)
     dataset = CropItems(lows, data.crop, data.flips, seed, opts.resize_short, None, data.cache_images)
     return SourceData(root, desc, [x.sample_id for x in lows], dataset, val)
@@ -370,6 +375,7 @@ def lows_source(data: Any, opts: LowsOptions, data_root: str | Path | None, seed
     "unpaired", options=UnpairedOptions, summary="low-light images + unrelated normal-light images"
 )
 def unpaired_source(data: Any, opts: UnpairedOptions, data_root: str | Path | None, seed: int) -> SourceData:
+    """Low-light images and a separate set of normal-light images (unpaired training, e.g. EnlightenGAN)."""
     root, desc, lows, val = _lows(data, opts, data_root)
     normals = _folder(root, opts.normal_dir, "normal-light image", opts.normal_recursive, opts.normal_splits)
     low_folder = (root / (opts.low_dir or opts.clean_dir)).resolve()

@@ -212,7 +212,7 @@ def train_head(
         "backbone": "LPIPS AlexNet (ImageNet), frozen; head: standardised 2304-d pooled features -> linear",
         "settings": settings.__dict__,
         "train_counts": counts,
-        "train_views": int(len(labels)),
+        "train_views": len(labels),
         "train_loss_first_last": [losses[0], losses[-1]],
         "train_accuracy": train_acc,
     }
@@ -231,7 +231,7 @@ def train_head(
             ps += p.tolist()
         m = confusion(np.array(ys), np.array(ps))
         record[f"test_{view}"] = {
-            "n": int(len(ys)),
+            "n": len(ys),
             "accuracy": float(np.trace(m) / m.sum()),
             "balanced_accuracy": float(np.mean(np.diag(m) / m.sum(1).clip(min=1))),
             "confusion": m.tolist(),

@@ -108,7 +108,7 @@ class AttentionUNet(nn.Module):
         t = torch.cat([self.deconv8(self._up(conv8)), conv1 * gray], 1)
         conv9 = F.leaky_relu(self.conv9_2(self._block(t, "9_1")), 0.2)
         out = self.conv10(conv9) * gray + xs
-        left, right, top, bottom = pads
+        left, _right, top, _bottom = pads
         out = out[:, :, top : top + h, left : left + w]
         return (out + 1.0) * 0.5
 
