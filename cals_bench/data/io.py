@@ -212,7 +212,9 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
     if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
         params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), params)
+    planes = rgb.transpose(2, 0, 1)  # to_uint8's arrays are channel planes underneath: interleave them as BGR
+    bgr = cv2.merge([planes[2], planes[1], planes[0]]) if planes.flags.c_contiguous else rgb[..., ::-1]
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(bgr), params)
     if not ok:
         raise DataError(f"{path}: PNG encoding failed")
     tmp.write_bytes(data.tobytes())
@@ -226,8 +228,11 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float ``(3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)``: clamp then round, as a saved PNG would be."""
-    return x.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    """float ``(3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)``: clamp then round, as a saved PNG would be.
+
+    Computed as round(x * 255) clamped to [0, 255] on one new tensor (the same numbers: the bounds are on
+    the grid), a view of channel planes underneath."""
+    return x.detach().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def sha256_path(path: str | Path) -> str:
