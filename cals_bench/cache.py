@@ -20,11 +20,12 @@ readers and writers (several engine processes sharing a results root) see either
 one; two writers of the same key write the same content and the last rename wins. A damaged entry is
 treated as a miss and rewritten. An in-memory LRU (bounded in bytes) sits in front of the disk.
 
-On POSIX an entry is read by mapping its file (the members are stored uncompressed, so each array is a
+On POSIX an entry of 256 kB or more is read by mapping its file (the members are stored uncompressed, so each array is a
 read-only view of the page cache: no copy, and each member's CRC-32 is checked as ``zipfile`` would), and
 a written entry goes into the LRU as such a mapping of the file just written rather than as a private copy
 (10 MB of LPIPS maps per 600x400 reference: a warm read 9.3 -> 3.2 ms CPU; a write copies nothing).
-Elsewhere (Windows, where a mapped file cannot be replaced) entries are read with ``np.load`` and copied.
+Smaller entries, and every entry elsewhere (Windows, where a mapped file cannot be replaced), are read
+with ``np.load`` and copied.
 """
 
 from __future__ import annotations
@@ -182,8 +183,9 @@ class FeatureCache:
         try:
             with os.fdopen(fd, "wb") as f:
                 _write_npz(f, {**arrays, _KEY_ARRAY: np.frombuffer(key.canonical().encode(), dtype=np.uint8)})
-            # the memory copy: a mapping of the file just written (POSIX), else a private copy
-            kept = _map_npz(tmp_name, check_crc=False, resident=False) if _MAP_FILES else None
+            # the memory copy: a mapping of the file just written (POSIX, large entries), else a private copy
+            big = sum(np.asarray(a).nbytes for a in arrays.values()) >= _MAP_MIN_BYTES
+            kept = _map_npz(tmp_name, check_crc=False, resident=False) if _MAP_FILES and big else None
             os.replace(tmp_name, path)
         finally:
             if os.path.exists(tmp_name):
@@ -200,7 +202,7 @@ class FeatureCache:
 
     def _read(self, path: Path, key: CacheKey) -> dict[str, np.ndarray] | None:
         try:
-            if _MAP_FILES:
+            if _MAP_FILES and path.stat().st_size >= _MAP_MIN_BYTES:
                 arrays = _map_npz(path, check_crc=True)
                 stored = arrays.pop(_KEY_ARRAY, None)
                 stored_key = None if stored is None else stored.tobytes().decode()
@@ -247,6 +249,9 @@ class FeatureCache:
 
 # A mapped file cannot be replaced or deleted on Windows while mapped; there entries are copied instead.
 _MAP_FILES = os.name == "posix"
+# Smaller entries (face detections, embeddings, pooled features) are copied: a mapping per tiny entry would
+# cost more than the copy, and thousands of them in the LRU would approach the kernel's limit on mappings.
+_MAP_MIN_BYTES = 256 * 1024
 _LOCAL_HEADER = b"PK\x03\x04"
 
 
