@@ -136,13 +136,18 @@ def proto_samples(proto):
     return load_samples(proto, None)[1]
 
 
-@pytest.mark.parametrize("shape", [(40, 600), (23, 2100)])  # row blocks; too wide for them: whole maps
+# The SSIM map is summed in row blocks of one channel plane (fidelity._ssim_maps): several rows per block
+# at 600 wide; one row per block when a row alone reaches the single-thread grain.
+@pytest.mark.parametrize("shape", [(200, 600), (23, 16400)])
 def test_cpu_ssim_paths_equal_scikit_image(shape):
     from skimage.metrics import structural_similarity as sk_ssim
 
     from cals_bench.metrics.fidelity import _TORCH_GRAIN, structural_similarity
 
-    assert (_TORCH_GRAIN // (4 * shape[1]) >= 4) == (shape[1] == 600)
+    valid_h, valid_w = shape[0] - 10, shape[1] - 10  # the 11-tap window's valid part
+    rows = max(1, min(valid_h, _TORCH_GRAIN // valid_w))
+    assert -(-valid_h // rows) > 1  # several blocks, so the blockwise sum is exercised
+    assert (rows == 1) == (shape[1] == 16400)
     rng = np.random.default_rng(7)
     a = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + rng.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
