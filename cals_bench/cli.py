@@ -465,6 +465,37 @@ def runs_rebuild(results):
     click.echo(f"re-indexed {added} run(s)")
 
 
+@runs.command("cache")
+@click.option("--clear", is_flag=True, help="Delete the cached entries (all kinds, or --kind).")
+@click.option("--kind", default=None, help="Only this kind of entry (a folder name under cache/).")
+@results_option
+def runs_cache(clear, kind, results):
+    """Size of the results store's feature cache, by kind; --clear deletes it.  Example: cals-bench runs cache --clear --kind decoded-rgb
+
+    The cache holds what a later run may reuse: reference features of the learned metrics (LPIPS maps, face
+    embeddings) and the decoded pixels of PNG inputs and references. Deleting it never changes a result:
+    the next run recomputes what it needs (the first model on a protocol pays the cold cost again).
+    """
+    from cals_bench.store import Store
+
+    root = Store(results, reindex=False).cache_dir
+    kinds = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    if kind is not None:
+        kinds = [d for d in kinds if d.name == kind]
+        if not kinds:
+            raise CalsBenchError(f"{root}: no cache entries of kind {kind!r}")
+    total_n = total_b = 0
+    for d in kinds:
+        files = list(d.rglob("*.npz"))
+        n, b = len(files), sum(f.stat().st_size for f in files)
+        total_n, total_b = total_n + n, total_b + b
+        if clear:
+            for f in files:
+                f.unlink(missing_ok=True)
+        click.echo(f"{d.name:<24} {n:>8} entries {b / 2**20:>10.1f} MiB" + ("  deleted" if clear else ""))
+    click.echo(f"{'total':<24} {total_n:>8} entries {total_b / 2**20:>10.1f} MiB  ({root})")
+
+
 @runs.command("export")
 @click.argument("run_ref")
 @click.option(

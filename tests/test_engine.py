@@ -433,3 +433,22 @@ def test_a_run_resumes_only_with_the_settings_it_started_with(tmp_path, proto, m
     assert result.record.sessions[-1]["device"] == "cpu"
     assert result.record.sessions[-1]["batch_size"] == 1
     assert result.summary["psnr"]["count"] == 4
+
+
+def test_runs_cache_lists_and_clears_entries_without_changing_results(tmp_path, proto):
+    data = make_pairs(tmp_path / "d", n=3)
+    results = tmp_path / "r"
+    args = ["run", "--protocol", proto, "--data-root", str(data), "--results", str(results), "--json"]
+    first = json.loads(_run(*args).stdout)
+    listing = _run("runs", "cache", "--results", str(results))
+    assert listing.exit_code == 0, listing.output
+    line = next(x for x in listing.output.splitlines() if x.startswith("decoded-rgb"))
+    assert int(line.split()[1]) == 6  # 3 inputs + 3 references, one entry per distinct PNG
+    cleared = _run("runs", "cache", "--clear", "--kind", "decoded-rgb", "--results", str(results))
+    assert "deleted" in cleared.output
+    assert not list((results / "cache" / "decoded-rgb").rglob("*.npz"))
+    again = json.loads(_run(*args, "--force").stdout)
+    assert again["metrics"] == first["metrics"]
+    missing = CliRunner().invoke(main, ["runs", "cache", "--kind", "nope", "--results", str(results)])
+    assert missing.exit_code != 0
+    assert "no cache entries of kind 'nope'" in missing.output
