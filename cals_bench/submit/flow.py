@@ -360,24 +360,24 @@ def submit_code(
         if not passed(checks):
             bad = next(c for c in checks if c.ok is False)
             raise fail(f"validation: {bad.name}: {bad.detail}", checklist_text(checks).splitlines())
-        result = _score_remote(
+        from cals_bench.engine import evaluate
+
+        remote = _remote_model(worker, plan, args, display, sub_id, isolation)
+        result = evaluate(
             proto,
-            worker,
-            plan,
-            args,
-            display,
-            sub_id,
-            isolation,
-            store,
-            data_root,
-            device,
-            batch_size,
-            progress,
-            command,
+            remote,
+            {},
+            data_root=data_root,
+            store=store,
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
+            command=command,
         )
     except SubmissionFailed:
         raise
     except CalsBenchError as exc:
+        _drop_partial_run(store, sub_id)  # a failed submission leaves no run (none exists before scoring)
         raise fail(str(exc)) from None
     except BaseException as exc:  # interrupted (Ctrl-C) or a bug: never leave the row "running"
         _drop_partial_run(store, sub_id)
@@ -399,22 +399,9 @@ def submit_code(
     return Outcome(subs.get(sub_id), result, checks=checks)
 
 
-def _score_remote(
-    proto,
-    worker,
-    plan,
-    args,
-    display,
-    sub_id,
-    isolation,
-    store,
-    data_root,
-    device,
-    batch_size,
-    progress,
-    command,
-):
-    from cals_bench.engine import evaluate
+def _remote_model(worker, plan, args, display, sub_id, isolation):
+    """The submitted model as an Enhancer whose batches run in its sandboxed worker, with the submission's
+    identity (id, kind, isolation, content hash) in its metadata, so the run records where it came from."""
     from cals_bench.submit.remote import RemoteEnhancer
 
     meta = {
@@ -425,22 +412,7 @@ def _score_remote(
         "content_hash": plan.content_hash,
         "spec": plan.spec,
     }
-    remote = RemoteEnhancer(worker, name=f"{display}", args=args, weights=plan.weights, submission=meta)
-    try:
-        return evaluate(
-            proto,
-            remote,
-            {},
-            data_root=data_root,
-            store=store,
-            device=device,
-            batch_size=batch_size,
-            progress=progress,
-            command=command,
-        )
-    except CalsBenchError:
-        _drop_partial_run(store, sub_id)
-        raise
+    return RemoteEnhancer(worker, name=f"{display}", args=args, weights=plan.weights, submission=meta)
 
 
 def _drop_partial_run(store: Store, sub_id: int) -> None:
