@@ -81,6 +81,10 @@ def gaussian_window_1d(sigma: float, radius: int) -> np.ndarray:
 
     The 2-D window ``G(x, y) = exp(-||x - y||^2 / (2 sigma^2))`` (normalised over the full square) is the
     outer product of two of these.
+
+    >>> w = gaussian_window_1d(2.0, 3)
+    >>> len(w), round(float(w.sum()), 12), bool(w[3] == w.max()), bool(w[0] == w[-1])
+    (7, 1.0, True, True)
     """
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     g = np.exp(-(offsets**2) / (2.0 * sigma**2))

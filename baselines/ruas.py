@@ -83,7 +83,11 @@ class SearchedCell(nn.Module):
 
 
 def local_max_2x2(x: torch.Tensor) -> torch.Tensor:
-    """Max of each pixel and its right, lower and lower-right neighbours (zero past the bottom/right)."""
+    """Max of each pixel and its right, lower and lower-right neighbours (zero past the bottom/right).
+
+    >>> local_max_2x2(torch.tensor([[[[1.0, 5.0], [3.0, -2.0]]]])).tolist()
+    [[[[5.0, 5.0], [3.0, 0.0]]]]
+    """
     x = F.pad(x, (0, 1, 0, 1))
     x = torch.maximum(x[:, :, :-1, :], x[:, :, 1:, :])
     return torch.maximum(x[:, :, :, :-1], x[:, :, :, 1:])

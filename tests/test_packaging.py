@@ -91,13 +91,21 @@ def _mapped_modules() -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("module_name", _mapped_modules())
-def test_docstring_examples_run_under_the_installed_names(module_name):
+@pytest.mark.parametrize("package", sorted(MAPPED.values()))
+def test_docstring_examples_run_under_the_installed_names(package):
     # pytest's --doctest-modules covers cals_bench/ itself; collecting baselines/ there would import a
-    # second, top-level copy of every module, so their examples run here.
-    module = importlib.import_module(module_name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0, f"{module_name}: {result.failed} of {result.attempted} examples failed"
+    # second, top-level copy of every module, so their examples run here (and there must be some).
+    attempted, failures = 0, []
+    for module_name in _mapped_modules():
+        if module_name != package and not module_name.startswith(f"{package}."):
+            continue
+        module = importlib.import_module(module_name)
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        attempted += result.attempted
+        if result.failed:
+            failures.append(f"{module_name}: {result.failed} of {result.attempted} examples failed")
+    assert not failures, failures
+    assert attempted > 0, f"no docstring examples found under {package}"
 
 
 @pytest.fixture(scope="module")

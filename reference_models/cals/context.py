@@ -120,7 +120,11 @@ def fit_head(
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray, k: int = len(CONTEXTS)) -> np.ndarray:
-    """``m[i, j]`` = number of samples of true class i predicted as j."""
+    """``m[i, j]`` = number of samples of true class i predicted as j.
+
+    >>> confusion(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), k=3).tolist()
+    [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+    """
     m = np.zeros((k, k), dtype=np.int64)
     for t, p in zip(labels, predicted):
         m[int(t), int(p)] += 1
