@@ -58,3 +58,8 @@ def test_only_pngs_and_only_inside_the_context(tmp_path):
     with decoded_images(None):  # None: no caching
         read_rgb(tmp_path / "a.png")
     assert not (tmp_path / "cache").exists()
+    with decoded_images(cache):  # the context caches the PNG ...
+        read_rgb(tmp_path / "a.png")
+    assert cache.stats.writes == 1
+    read_rgb(tmp_path / "a.png")  # ... and once it has ended, read_rgb neither looks the pixels up nor writes
+    assert (cache.stats.writes, cache.stats.misses, cache.stats.hits) == (1, 1, 0)

@@ -427,6 +427,17 @@ def test_a_run_resumes_only_with_the_settings_it_started_with(tmp_path, proto, m
         CalsBenchError, match=r"was started with batch size 1 \(now 2\).*--device cpu --batch-size 1"
     ):
         go(2)
+    # the same refusal for another device kind (the record as a GPU run would have left it)
+    (run_id,) = store.list_runs()["run_id"]  # the one stopped run
+    on_gpu = store.get_record(run_id)
+    on_gpu.environment = {**on_gpu.environment, "device": "cuda:0"}
+    store.update_meta(run_id, on_gpu, status="stopped")
+    with pytest.raises(
+        CalsBenchError, match=r"was started with device cuda \(now cpu\).*--device cuda --batch-size 1"
+    ):
+        go(1)
+    on_gpu.environment = {**on_gpu.environment, "device": "cpu"}
+    store.update_meta(run_id, on_gpu, status="stopped")
     result = go(1)
     assert result.record.status == "finished"
     assert result.record.batch_size == 1
