@@ -116,13 +116,38 @@ def group_labels(
     return out
 
 
-def _features(store: Store, run_id: str) -> dict[str, tuple[Any, Any, list[str]]]:
+def _features(
+    store: Store, run_id: str, keep: set[str] | None = None
+) -> dict[str, tuple[Any, Any, list[str]]]:
+    """The run's GPI feature vectors by extractor: (reference, output, sample ids), only ``keep``'s samples
+    when given."""
     out = {}
     for name in store.feature_names(run_id):
         ids, ref, outputs = store.features(run_id, name)
+        if keep is not None and ids:
+            mask = np.array([i in keep for i in ids])
+            ref, outputs, ids = ref[mask], outputs[mask], [i for i, m in zip(ids, mask) if m]
         if ids:
             out[name] = (ref, outputs, ids)
     return out
+
+
+def run_inputs(
+    store: Store, run_id: str, where: Mapping[str, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, tuple[Any, Any, list[str]]], list[str]]:
+    """What the audit reads of a stored run: finite records, per-sample attributes, GPI features and the
+    notes on infinite values; with ``where`` (e.g. ``{"context": "face"}``) only the samples whose
+    attributes all match (an attribute the run does not have matches none)."""
+    records, notes = finite_records(store.scores(run_id))
+    attrs = attributes_frame(store.samples(run_id))
+    if not where:
+        return records, attrs, _features(store, run_id), notes
+    keep_rows = pd.Series(True, index=attrs.index)
+    for k, v in where.items():
+        keep_rows &= attrs[k].astype(str) == str(v) if k in attrs.columns else False
+    keep = set(attrs.index[keep_rows])
+    records = records[records["sample_id"].isin(keep)]
+    return records, attrs.loc[sorted(keep)], _features(store, run_id, keep), notes
 
 
 def _cache_key(meta: RunRecord | Mapping[str, Any], settings: AuditSettings, features: list[str]) -> str:
@@ -139,19 +164,24 @@ def _cache_key(meta: RunRecord | Mapping[str, Any], settings: AuditSettings, fea
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def audit_run(store: Store, meta: RunRecord | Mapping[str, Any]) -> tuple[AuditResult, list[str]]:
-    """Audit one stored run with its protocol's settings; returns the result and the report's notes."""
+def audit_run(
+    store: Store,
+    meta: RunRecord | Mapping[str, Any],
+    *,
+    where: Mapping[str, str] | None = None,
+    group_by: tuple[str, ...] | None = None,
+) -> tuple[AuditResult, list[str]]:
+    """Audit one stored run with its protocol's settings; returns the result and the report's notes.
+
+    ``where`` restricts it to a subset of the samples (:func:`run_inputs`) and ``group_by`` replaces the
+    protocol's groupings (e.g. race, gender within the face context of a ``cals-contexts`` run)."""
     record = as_record(meta)
-    run_id = record.run_id
-    settings, notes = settings_for(record)
-    records, inf_notes = finite_records(store.scores(run_id))
+    settings, notes = _settings(record, group_by)
+    records, attrs, features, inf_notes = run_inputs(store, record.run_id, where)
     notes += inf_notes
-    attrs = attributes_frame(store.samples(run_id))
     directions = dict(record.metric_directions)
     try:
-        result = audit(
-            records, attrs, settings, directions=directions, features=_features(store, run_id) or None
-        )
+        result = audit(records, attrs, settings, directions=directions, features=features or None)
     except (AuditInputError, AuditSettingsError) as exc:
         # A report is still worth having: overall figures only, and the reason on the page.
         notes.append(f"the audit with the protocol's groups and GPI failed ({exc}); overall figures only")
@@ -188,18 +218,28 @@ def compare_runs(
     meta_a: RunRecord | Mapping[str, Any],
     meta_b: RunRecord | Mapping[str, Any],
     labels: tuple[str, str] = ("A", "B"),
+    *,
+    where: Mapping[str, str] | None = None,
+    group_by: tuple[str, ...] | None = None,
 ) -> tuple[pd.DataFrame, AuditSettings]:
-    """Paired comparison of two runs (fairness ``compare``) with run A's protocol settings."""
+    """Paired comparison of two runs (fairness ``compare``) with run A's protocol settings (``where`` and
+    ``group_by`` as in :func:`audit_run`)."""
     run_a, run_b = as_record(meta_a), as_record(meta_b)
-    settings, _ = settings_for(run_a)
+    settings, _ = _settings(run_a, group_by)
     directions = {**run_b.metric_directions, **run_a.metric_directions}
-    rec_a = finite_records(store.scores(run_a.run_id))[0]
-    rec_b = finite_records(store.scores(run_b.run_id))[0]
-    attrs = attributes_frame(store.samples(run_a.run_id))
+    rec_a, attrs, _, _ = run_inputs(store, run_a.run_id, where)
+    rec_b = run_inputs(store, run_b.run_id, where)[0]
     table = compare(
         rec_a, rec_b, attrs, settings, directions=directions, label_a=labels[0], label_b=labels[1]
     )
     return table, settings
+
+
+def _settings(record: RunRecord, group_by: tuple[str, ...] | None) -> tuple[AuditSettings, list[str]]:
+    settings, notes = settings_for(record)
+    if group_by is not None:
+        settings = dataclasses.replace(settings, group_by=tuple(group_by))
+    return settings, notes
 
 
 AUDIT_FILE = "audit.json"

@@ -274,3 +274,20 @@ def test_large_protocol_is_capped(tmp_path, monkeypatch):
     for path in thumbs:
         with Image.open(path) as im:
             assert max(im.size) == THUMB_PX  # 250 px wide inputs, downscaled to the stated limit
+
+
+def test_group_table_on_a_subset_audits_and_compares_only_those_samples(runs):
+    from cals_bench.report.group_table import group_table
+
+    store = runs["store"]
+    out = group_table(store, runs["gamma"], runs["identity"], where={"grp": "g0"}, group_by=[])
+    assert out["subset"] == {"where": {"grp": "g0"}, "group_by": []}
+    g0 = {s for s, g in store.samples(runs["gamma"]).set_index("sample_id")["attr.grp"].items() if g == "g0"}
+    a = store.scores(runs["gamma"]).query("metric == 'psnr'").set_index("sample_id")["value"]
+    b = store.scores(runs["identity"]).query("metric == 'psnr'").set_index("sample_id")["value"]
+    ((paired,),) = [[p for p in out["paired"] if p["metric"] == "psnr" and p["grouping"] == "overall"]]
+    assert paired["n_pairs"] == len(g0) == 6
+    assert paired["mean_diff"] == pytest.approx(float((a[sorted(g0)] - b[sorted(g0)]).mean()), abs=1e-9)
+    assert {r["grouping"] for r in out["rows"]} == {"overall"}  # group_by [] replaced the protocol's grp
+    nothing = group_table(store, runs["gamma"], runs["identity"], where={"no-such-attribute": "x"})
+    assert not [p for p in nothing["paired"] if p.get("n_pairs")]

@@ -15,7 +15,6 @@ import dataclasses
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from cals_bench import audits
@@ -52,36 +51,12 @@ def _method(record: RunRecord) -> str:
     return str(record.model.get("name") or record.run_id)
 
 
-def _subset(store: Store, record: RunRecord, settings, where: dict[str, str]):
-    """Records, attributes and features of a run restricted to the samples whose attributes match ``where``."""
-    run_id = record.run_id
-    attrs = audits.attributes_frame(store.samples(run_id))
-    keep = pd.Series(True, index=attrs.index)
-    for k, v in where.items():
-        keep &= attrs[k].astype(str) == str(v) if k in attrs.columns else False
-    ids = set(attrs.index[keep])
-    records = audits.finite_records(store.scores(run_id))[0]
-    records = records[records["sample_id"].isin(ids)]
-    feats = {}
-    for name, (ref, out, fids) in audits._features(store, run_id).items():
-        mask = np.array([i in ids for i in fids])
-        if mask.any():
-            feats[name] = (ref[mask], out[mask], [i for i, m in zip(fids, mask) if m])
-    return records, attrs.loc[sorted(ids)], feats
-
-
 def _audit(store: Store, record: RunRecord, where: dict[str, str] | None, group_by: list[str] | None):
-    if not where and group_by is None:
-        aud, _ = audits.load_audit(store, record.run_id)
-        return aud, audits.settings_for(record)[0]
-    from cals_bench.fairness import audit
-
-    settings, _ = audits.settings_for(record)
-    if group_by is not None:
-        settings = dataclasses.replace(settings, group_by=tuple(group_by))
-    records, attrs, feats = _subset(store, record, settings, where or {})
-    directions = dict(record.metric_directions)
-    return audit(records, attrs, settings, directions=directions, features=feats or None), settings
+    if not where and group_by is None:  # the run's own audit, from its cache
+        return audits.load_audit(store, record.run_id)[0]
+    return audits.audit_run(
+        store, record, where=where, group_by=None if group_by is None else tuple(group_by)
+    )[0]
 
 
 def group_table(
@@ -100,17 +75,16 @@ def group_table(
     ``cals-contexts`` run): the audit and the paired comparison are then computed afresh on that subset
     with the protocol's other settings."""
     record_a, record_b = store.get_record(run_a), store.get_record(run_b)
-    aud_a, settings = _audit(store, record_a, where, group_by)
-    aud_b, _ = _audit(store, record_b, where, group_by)
-    if where or group_by is not None:
-        from cals_bench.fairness import compare
-
-        rec_a, attrs, _ = _subset(store, record_a, settings, where or {})
-        rec_b, _, _ = _subset(store, record_b, settings, where or {})
-        directions = {**record_b.metric_directions, **record_a.metric_directions}
-        table = compare(rec_a, rec_b, attrs, settings, directions=directions, label_a="A", label_b="B")
-    else:
-        table, settings = audits.compare_runs(store, record_a, record_b, ("A", "B"))
+    aud_a = _audit(store, record_a, where, group_by)
+    aud_b = _audit(store, record_b, where, group_by)
+    table, settings = audits.compare_runs(
+        store,
+        record_a,
+        record_b,
+        ("A", "B"),
+        where=where,
+        group_by=None if group_by is None else tuple(group_by),
+    )
     metrics = [m for m in METRIC_ORDER if m in set(aud_a.groups["metric"])]
     metrics += [m for m in aud_a.groups["metric"].unique() if m not in metrics and not m.endswith("_input")]
     rows = []
