@@ -130,13 +130,14 @@ class Registry(Generic[T]):
         if name in self._items:
             return self._items[name]
         if name in self._entry_points:
-            ep = self._entry_points.pop(name)
+            ep = self._entry_points[name]  # kept until it loads: a failed import fails every lookup alike
             try:
                 obj = ep.load()
             except Exception as exc:
                 raise CalsBenchError(
                     f"{self.kind} {name!r} (entry point {ep.value}) failed to import: {type(exc).__name__}: {exc}"
                 ) from exc
+            del self._entry_points[name]
             if name in self._items:  # importing it registered the name (a decorator in the plugin module)
                 self._origins[name] = f"entry point {ep.value}"
                 return self._items[name]

@@ -83,8 +83,9 @@ def test_entry_points_are_listed_at_once_and_imported_only_when_used(plugin_dist
     assert reg.origin("answer") == "entry point demo_plugin_mod:VALUE"
     assert reg.get("answer") == 42
     assert "demo_plugin_mod" in sys.modules
-    with pytest.raises(CalsBenchError, match=r"widget 'broken' .* failed to import: ModuleNotFoundError"):
-        reg.get("broken")
+    for _ in range(2):  # the second lookup names the import error too, not an unknown name
+        with pytest.raises(CalsBenchError, match=r"widget 'broken' .* failed to import: ModuleNotFoundError"):
+            reg.get("broken")
 
 
 def test_items_reports_a_broken_entry_point_instead_of_failing_the_listing(plugin_dist):
