@@ -242,9 +242,17 @@ class FeatureCache:
 
     def disk_bytes(self) -> int:
         """Total size of the entries on disk."""
+        return sum(b for _, b in self.usage().values())
+
+    def usage(self) -> dict[str, tuple[int, int]]:
+        """``{kind folder: (entries, bytes)}`` of the entries on disk."""
         if not self.root.is_dir():
-            return 0
-        return sum(p.stat().st_size for p in self.root.rglob("*.npz"))
+            return {}
+        out = {}
+        for d in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            files = list(d.rglob("*.npz"))
+            out[d.name] = (len(files), sum(f.stat().st_size for f in files))
+        return out
 
 
 # A mapped file cannot be replaced or deleted on Windows while mapped; there entries are copied instead.

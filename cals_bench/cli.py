@@ -476,24 +476,21 @@ def runs_cache(clear, kind, results):
     embeddings) and the decoded pixels of PNG inputs and references. Deleting it never changes a result:
     the next run recomputes what it needs (the first model on a protocol pays the cold cost again).
     """
-    from cals_bench.store import Store
+    from cals_bench.cache import FeatureCache
+    from cals_bench.store import default_root
 
-    root = Store(results, reindex=False).cache_dir
-    kinds = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    cache = FeatureCache((Path(results) if results else default_root()) / "cache")
+    usage = cache.usage()
     if kind is not None:
-        kinds = [d for d in kinds if d.name == kind]
-        if not kinds:
-            raise CalsBenchError(f"{root}: no cache entries of kind {kind!r}")
-    total_n = total_b = 0
-    for d in kinds:
-        files = list(d.rglob("*.npz"))
-        n, b = len(files), sum(f.stat().st_size for f in files)
-        total_n, total_b = total_n + n, total_b + b
+        if kind not in usage:
+            raise CalsBenchError(f"{cache.root}: no cache entries of kind {kind!r}")
+        usage = {kind: usage[kind]}
+    for name, (n, b) in usage.items():
         if clear:
-            for f in files:
-                f.unlink(missing_ok=True)
-        click.echo(f"{d.name:<24} {n:>8} entries {b / 2**20:>10.1f} MiB" + ("  deleted" if clear else ""))
-    click.echo(f"{'total':<24} {total_n:>8} entries {total_b / 2**20:>10.1f} MiB  ({root})")
+            cache.clear(name)
+        click.echo(f"{name:<24} {n:>8} entries {b / 2**20:>10.1f} MiB" + ("  deleted" if clear else ""))
+    total_n, total_b = sum(n for n, _ in usage.values()), sum(b for _, b in usage.values())
+    click.echo(f"{'total':<24} {total_n:>8} entries {total_b / 2**20:>10.1f} MiB  ({cache.root})")
 
 
 @runs.command("export")
