@@ -696,10 +696,9 @@ def _score(session: Scoring, pending: list[Sample], n_done: int, n_total: int) -
         if not good:
             bar.update(len(batch))
             continue
-        idx = torch.tensor(good, device=dev)
-        out_q = quantize(_rows(out, good, idx))
-        high_g = None if high is None else _rows(high, good, idx)
-        low_g = _rows(low, good, idx)
+        out_q = quantize(_rows(out, good))
+        high_g = None if high is None else _rows(high, good)
+        low_g = _rows(low, good)
         gsamples = [batch[i] for i in good]
         contexts = [
             SampleContext(s.sample_id, s.reference_key(), low_g[j], s.attributes)
@@ -756,9 +755,11 @@ def _run_model(enhancer: Enhancer, low: torch.Tensor, high: torch.Tensor, seed: 
     return out[..., :h, :w], ms
 
 
-def _rows(t: torch.Tensor, sel: list[int], idx: torch.Tensor) -> torch.Tensor:
-    """``t``'s rows ``sel`` (``idx`` on its device): ``t`` itself when that is every row (no copy)."""
-    return t if len(sel) == t.shape[0] and sel == list(range(len(sel))) else t.index_select(0, idx)
+def _rows(t: torch.Tensor, sel: list[int]) -> torch.Tensor:
+    """``t``'s rows ``sel``: ``t`` itself when that is every row (no copy, no index tensor)."""
+    if len(sel) == t.shape[0] and sel == list(range(len(sel))):
+        return t
+    return t.index_select(0, torch.tensor(sel, device=t.device))
 
 
 def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
@@ -771,11 +772,10 @@ def _score_group(protocol, metrics, extractors, samples, contexts, out_q, high):
         sel = [i for i in range(len(samples)) if face[i]] if metric.face else list(range(len(samples)))
         if not sel or (high is None and metric.needs_reference):
             continue
-        idx = torch.tensor(sel, device=out_q.device)
         try:
-            values = metric.score_batch(  # metrics read their inputs and never modify them
-                _rows(out_q, sel, idx),
-                None if high is None else _rows(high, sel, idx),
+            values = metric.score_batch(  # metrics read their inputs and never modify them (Metric contract)
+                _rows(out_q, sel),
+                None if high is None else _rows(high, sel),
                 [contexts[i] for i in sel],
             )
             reasons = getattr(metric, "last_reasons", None) or [None] * len(sel)

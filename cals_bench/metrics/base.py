@@ -94,7 +94,10 @@ class Metric(abc.ABC):
     def score_batch(
         self, output: torch.Tensor, reference: torch.Tensor, contexts: list[SampleContext]
     ) -> list[dict[str, float]]:
-        """One dict ``{column: value}`` per sample; NaN (with a reason in ``last_reasons``) when undefined."""
+        """One dict ``{column: value}`` per sample; NaN (with a reason in ``last_reasons``) when undefined.
+
+        ``output`` and ``reference`` are shared with the other metrics of the batch and with the saved
+        output PNG: read them, never modify them in place."""
 
     def metadata(self) -> dict[str, Any]:
         return {
