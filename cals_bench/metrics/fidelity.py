@@ -140,8 +140,8 @@ def _ssim_255_numpy(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> np.ndar
 
 
 def _ssim_maps(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> float:
-    """Mean SSIM of one float64 ``(h, w)`` or ``(h, w, C)`` pair (0..255) over the positions where the
-    window fits (and the channels).
+    """Mean SSIM of one float64 ``(h, w)`` channel plane pair (0..255) over the positions where the window
+    fits.
 
     Four local moments are filtered instead of five: SSIM needs only var_x + var_y, so E[x^2] + E[y^2] is
     filtered as one map E[x^2 + y^2]. The separable Gaussian filter is OpenCV's float64 ``sepFilter2D``
@@ -152,8 +152,7 @@ def _ssim_maps(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> float:
     """
     import cv2
 
-    h, w = x.shape[:2]
-    c = x.shape[2] if x.ndim == 3 else 1
+    h, w = x.shape
     r = len(kernel) // 2
     hh, hw = h - 2 * r, w - 2 * r
     c1 = (SSIM_K1 * 255.0) ** 2
@@ -161,7 +160,7 @@ def _ssim_maps(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> float:
 
     def gauss(m: np.ndarray) -> torch.Tensor:  # full size, zero border; only the valid part is read
         f = cv2.sepFilter2D(m, cv2.CV_64F, kernel, kernel, borderType=cv2.BORDER_CONSTANT)
-        return torch.from_numpy(f.reshape(h, w * c))
+        return torch.from_numpy(f)
 
     mu_x, mu_y = gauss(x), gauss(y)
     t = cv2.multiply(x, x)
@@ -169,13 +168,13 @@ def _ssim_maps(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> float:
     e_sq = gauss(t)
     cv2.multiply(x, y, dst=t)
     e_xy = gauss(t)
-    rows = max(1, min(hh, _TORCH_GRAIN // (hw * c)))
-    num_buf = torch.empty((rows, hw * c), dtype=torch.float64)
-    den_buf = torch.empty((rows, hw * c), dtype=torch.float64)
+    rows = max(1, min(hh, _TORCH_GRAIN // hw))
+    num_buf = torch.empty((rows, hw), dtype=torch.float64)
+    den_buf = torch.empty((rows, hw), dtype=torch.float64)
     total = 0.0
     for b0 in range(r, h - r, rows):
         b1 = min(h - r, b0 + rows)
-        mx, my, es, exy = (m[b0:b1, r * c : (w - r) * c] for m in (mu_x, mu_y, e_sq, e_xy))
+        mx, my, es, exy = (m[b0:b1, r : w - r] for m in (mu_x, mu_y, e_sq, e_xy))
         num, den = num_buf[: b1 - b0], den_buf[: b1 - b0]
         torch.mul(mx, my, out=num)  # mu_x mu_y
         exy.sub_(num).mul_(2.0).add_(c2)  # 2 cov_xy + c2
@@ -184,7 +183,7 @@ def _ssim_maps(x: np.ndarray, y: np.ndarray, kernel: np.ndarray) -> float:
         es.sub_(den).add_(c2)  # var_x + var_y + c2
         den.add_(c1).mul_(es)  # denominator
         total += float(num.div_(den).sum())
-    return total / (hh * hw * c)
+    return total / (hh * hw)
 
 
 # torch runs an element-wise op on one thread below this many elements (at::internal::GRAIN_SIZE); above
